@@ -365,7 +365,7 @@ def _fetch_from_dir(
             loose = find_loose_file(source_dir, member)
             if loose is not None:
                 staged[member] = stage_from_file(loose, member, _target(asset, member))
-        archives = find_archives(source_dir, asset.source)
+        archives = find_archives(source_dir, asset.source) if len(staged) < len(needed) else []
         for archive in archives:
             for member in needed:
                 if member in staged:

@@ -8,7 +8,9 @@ Contract (DESIGN.md): `z_dim`, `w_dim`, `num_ws`, `resolution`, `w_avg`;
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -100,6 +102,37 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(device)
+
+
+def estimate_w_avg(mapping_raw: Callable[[torch.Tensor], torch.Tensor], z_dim: int,
+                   n: int = 100_000, seed: int = 0, batch: int = 10_000) -> torch.Tensor:
+    """Mean of `mapping_raw(z)` over `n` seeded standard-normal z, `[w_dim]` float32 on the CPU."""
+    gen = torch.Generator().manual_seed(seed)
+    total: torch.Tensor | None = None
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            w = mapping_raw(torch.randn(min(batch, n - start), z_dim, generator=gen))
+            part = w.double().sum(0).cpu()
+            total = part if total is None else total + part
+    assert total is not None
+    return (total / n).float()
+
+
+def cached_w_avg(path: Path, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Load `w_avg` from `path`, or compute it once and write it there atomically."""
+    if path.exists():
+        try:
+            value = np.load(path)
+            if value.ndim == 1 and np.isfinite(value).all():
+                return torch.from_numpy(value.astype(np.float32))
+        except (OSError, ValueError):
+            pass  # unreadable cache: recompute below
+    value = compute().detach().cpu().float()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, value.numpy())
+    os.replace(tmp, path)
+    return value
 
 
 # --- registry ---------------------------------------------------------------------------

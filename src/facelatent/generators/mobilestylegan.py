@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelatent.errors import WeightsError
-from facelatent.generators.base import check_ws, check_z, truncate
+from facelatent.generators.base import check_ws, check_z, estimate_w_avg, truncate
 from facelatent.generators.ir import IRGraph, IRLayer
 
 
@@ -113,8 +113,10 @@ class ModulatedConv(nn.Module):
             n, c, h, wd = x.shape
             x = F.conv2d(x, self.weight_dw, padding=1, groups=c)
             weight = self.weight[None, :, :, 0, 0] * s[:, None, :]  # [N, out, in]
-            y = torch.bmm(weight, x.reshape(n, c, h * wd)).view(n, -1, h, wd)
-        y = y + (self.noise + self.bias)  # [1, out, H, W]: one pass, not two
+            y = torch.baddbmm(self.bias.view(1, -1, 1), weight, x.reshape(n, c, h * wd))
+            y = y.view(n, -1, h, wd)
+            return F.leaky_relu_(y.add_(self.noise), self.slope)
+        y = y + self.bias + self.noise
         return F.leaky_relu(y, self.slope)
 
 
@@ -233,14 +235,10 @@ class MobileStyleGAN(nn.Module):
         return self.synthesis(self.mapping(z, truncation_psi))
 
     @torch.no_grad()
-    def estimate_w_avg(self, n: int = 100_000, seed: int = 0, batch: int = 10_000) -> torch.Tensor:
-        """Mean of `n` mapping outputs of standard-normal z (seeded), stored in `w_avg`."""
-        gen = torch.Generator().manual_seed(seed)
-        total = torch.zeros(self.w_dim, dtype=torch.float64)
-        for start in range(0, n, batch):
-            z = torch.randn(min(batch, n - start), self.z_dim, generator=gen)
-            total += self.mapping_net(z.to(self.device)).double().sum(0).cpu()
-        self._w_avg.copy_((total / n).to(self._w_avg))
+    def estimate_w_avg(self, n: int = 100_000, seed: int = 0) -> torch.Tensor:
+        """Mean of `n` mapping outputs of seeded standard-normal z, stored in `w_avg`."""
+        w_avg = estimate_w_avg(lambda z: self.mapping_net(z.to(self.device)), self.z_dim, n, seed)
+        self._w_avg.copy_(w_avg)
         return self._w_avg
 
     @classmethod

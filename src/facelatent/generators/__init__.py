@@ -1,0 +1,74 @@
+"""Pretrained generators behind one contract (`Generator`), built by name with `get_generator`.
+
+    G = get_generator("mobilestylegan-ffhq", device="auto")          # native PyTorch
+    G = get_generator("mobilestylegan-ffhq", backend="openvino")     # fast CPU inference
+    w = G.mapping(z_from_seeds([0, 1], G.z_dim), truncation_psi=0.7)
+    images = G.synthesis(w)                                          # [2, 3, 1024, 1024]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from facelatent import weights
+from facelatent.generators.base import (
+    Generator,
+    available_generators,
+    cached_w_avg,
+    estimate_w_avg,
+    get_generator,
+    register_generator,
+    resolve_device,
+    z_from_seeds,
+)
+from facelatent.generators.mobilestylegan import FFHQ_1024, TINY, MobileStyleGAN, load_ir
+from facelatent.runtime import keep_freed_memory
+
+__all__ = [
+    "Generator", "MobileStyleGAN", "available_generators", "get_generator", "register_generator",
+    "resolve_device", "z_from_seeds",
+]
+
+_MSG_ASSET = "mobilestylegan-ffhq"
+
+
+def _mobilestylegan_files() -> dict[str, object]:
+    names = ("mapping.xml", "mapping.bin", "synthesis.xml", "synthesis.bin")
+    return {name: weights.file_path(_MSG_ASSET, name) for name in names}
+
+
+@register_generator("mobilestylegan-ffhq", "torch")
+def _mobilestylegan_torch(device: torch.device, **_: object) -> MobileStyleGAN:
+    files = _mobilestylegan_files()
+    model = MobileStyleGAN(FFHQ_1024, name="mobilestylegan-ffhq")
+    load_ir(model, (files["mapping.xml"], files["mapping.bin"]),  # type: ignore[arg-type]
+            (files["synthesis.xml"], files["synthesis.bin"]))
+    w_avg = cached_w_avg(weights.asset_dir(_MSG_ASSET, check=False) / "w_avg.npy",
+                         lambda: model.estimate_w_avg())
+    model._w_avg.copy_(w_avg)
+    if device.type == "cpu":
+        keep_freed_memory()
+    return model.eval().requires_grad_(False).to(device)
+
+
+@register_generator("mobilestylegan-ffhq", "openvino")
+def _mobilestylegan_openvino(device: torch.device, threads: int | None = None, **_: object) -> Generator:
+    from facelatent.generators.openvino import OpenVINOGenerator
+
+    if device.type != "cpu":
+        raise ValueError(f"the openvino backend runs on the CPU; got device={device}. "
+                         "Use backend='torch' for a GPU")
+    files = _mobilestylegan_files()
+    gen = OpenVINOGenerator(files["mapping.xml"], files["synthesis.xml"],  # type: ignore[arg-type]
+                            name="mobilestylegan-ffhq", num_ws=FFHQ_1024.num_ws,
+                            w_avg=torch.zeros(FFHQ_1024.w_dim).numpy(), threads=threads)
+    w_avg = cached_w_avg(weights.asset_dir(_MSG_ASSET, check=False) / "w_avg.npy",
+                         lambda: estimate_w_avg(gen.mapping_raw, gen.z_dim))
+    gen._w_avg = w_avg
+    return gen
+
+
+@register_generator("mobilestylegan-tiny", "torch")
+def _mobilestylegan_tiny(device: torch.device, seed: int = 0, **_: object) -> MobileStyleGAN:
+    """Random weights, MobileStyleGAN architecture at 64x64: for tests and demos without files."""
+    return MobileStyleGAN.random(TINY, seed=int(seed)).eval().requires_grad_(False).to(device)

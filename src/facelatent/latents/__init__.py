@@ -1,0 +1,1 @@
+"""Latent codes: seeds, sampling, and (later) the resumable LatentStore."""
