@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up facelatent in .venv at the repository root: PyTorch (the CPU build pinned below when
+# torch is missing), the package with its test extras, and the model files it needs.
+# Safe to run again: each step is skipped or quick when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_PIN=${FACELATENT_TORCH_PIN:-torch==2.13.0}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  echo "[setup] installing $TORCH_PIN"
+  "${PIP[@]}" install "$TORCH_PIN"
+fi
+echo "[setup] installing facelatent"
+"${PIP[@]}" install -e ".[test]"
+
+echo "[setup] fetching model files"
+.venv/bin/facelatent weights fetch

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up, then run every test, the slow ones on real model files included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m pytest "$@"
