@@ -1,0 +1,1 @@
+"""Face analysis: detection, alignment, identity embeddings and attribute scores."""
