@@ -125,7 +125,7 @@ def cached_w_avg(path: Path, compute: Callable[[], torch.Tensor]) -> torch.Tenso
             value = np.load(path)
             if value.ndim == 1 and np.isfinite(value).all():
                 return torch.from_numpy(value.astype(np.float32))
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # np.load raises EOFError on an empty file
             pass  # unreadable cache: recompute below
     value = compute().detach().cpu().float()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
