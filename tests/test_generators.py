@@ -292,7 +292,8 @@ def test_ir_reads_constants_and_edges(tmp_path: Path) -> None:
     assert g.other_input(add, weight).type == "Parameter"
     with pytest.raises(WeightsError, match="'a.weight' used twice"):
         g.take(weight)
-    with pytest.raises(WeightsError, match=r"1 tensors were not used by the loader \(first: \['a.bias'\]"):
+    with pytest.raises(WeightsError,
+                       match=r"1 tensors were not used by the loader \(first: \['a.bias'\]"):
         g.check_all_taken()
     np.testing.assert_array_equal(g.take_named("a.bias"), [0.5, -1.5])
     g.check_all_taken()
@@ -307,12 +308,14 @@ def test_ir_take_scalar_checks_the_value(tmp_path: Path) -> None:
 
 def test_ir_unknown_tensor_name(tmp_path: Path) -> None:
     g = IRGraph(*write_ir(tmp_path, CONSTS))
-    with pytest.raises(WeightsError, match="tensor 'a.scale' not found; .*facelatent weights verify"):
+    with pytest.raises(WeightsError,
+                       match="tensor 'a.scale' not found; .*facelatent weights verify"):
         g.const_layer("a.scale")
 
 
 def test_ir_truncated_bin(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="past the end of the .bin file .*facelatent weights fetch"):
+    with pytest.raises(WeightsError,
+                       match="past the end of the .bin file .*facelatent weights fetch"):
         IRGraph(*write_ir(tmp_path, CONSTS, bin_bytes=30))
 
 

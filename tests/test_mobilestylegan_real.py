@@ -3,7 +3,8 @@
 All marked slow. They need the files of `facelatent weights fetch mobilestylegan-ffhq` in the
 cache (FACELATENT_HOME or the default); CI fetches them first, so a missing file is an error
 (raised by `facelatent.weights.file_path`, naming the fetch command), not a skip.
-About a minute on 2 CPU cores; 1024x1024 images are made in batches of 4 to bound memory.
+About 20 s on 2 CPU cores (plus about 10 s when w_avg.npy is not cached yet), 4 GiB of
+memory at most: 1024x1024 images are made in batches of 4.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ _done = False
 def keep_freed_memory() -> bool:
     """Make glibc reuse freed large blocks instead of unmapping them; True if it took effect.
 
-    Peak memory is unchanged; memory is returned to the OS at exit rather than after each
-    call. Set FACELATENT_KEEP_FREED_MEMORY=0 to opt out. A no-op off glibc (macOS, Windows).
+    The process keeps its high-water mark instead of returning memory after each call, so
+    its resident size stays near the peak (measured at batch 8: 3.0 GB instead of 2.2 GB). Set FACELATENT_KEEP_FREED_MEMORY=0 to opt out. A no-op off glibc (macOS, Windows).
     """
     global _done
     if _done:
@@ -35,5 +35,7 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
-    _done = bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+    # Trim threshold -1 (SIZE_MAX inside glibc) disables trimming, see mallopt(3); the int
+    # maximum, 2 GiB, is less than the free top of the heap after a batch of 8 at 1024.
+    _done = bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
     return _done

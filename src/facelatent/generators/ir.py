@@ -40,7 +40,11 @@ class IRGraph:
             raise WeightsError(f"cannot read IR {xml_path}: {exc}") from exc
         self.layers: dict[str, IRLayer] = {}
         self._values: dict[str, np.ndarray] = {}
-        for node in root.find("layers") or []:
+        layers_node, edges_node = root.find("layers"), root.find("edges")
+        if layers_node is None or edges_node is None:
+            raise WeightsError(f"{xml_path} is not an OpenVINO IR graph (no layers/edges); "
+                               "run `facelatent weights fetch`")
+        for node in layers_node:
             data = node.find("data")
             attrs = dict(data.attrib) if data is not None else {}
             layer = IRLayer(node.get("id", ""), node.get("type", ""), node.get("name", ""), attrs)
@@ -49,7 +53,7 @@ class IRGraph:
                 self._values[layer.id] = self._read_const(attrs, blob)
         ports: dict[str, dict[int, tuple[str, str]]] = {}
         self._consumers: dict[str, list[str]] = {}
-        for edge in root.find("edges") or []:
+        for edge in edges_node:
             src, dst = edge.get("from-layer", ""), edge.get("to-layer", "")
             ports.setdefault(dst, {})[int(edge.get("to-port", "0"))] = (src, edge.get("from-port", ""))
             self._consumers.setdefault(src, []).append(dst)
@@ -62,12 +66,20 @@ class IRGraph:
         dtype = _DTYPES.get(attrs.get("element_type", ""))
         if dtype is None:
             raise WeightsError(f"{self.path}: unsupported constant type {attrs.get('element_type')}")
-        offset, size = int(attrs["offset"]), int(attrs["size"])
+        try:
+            offset, size = int(attrs["offset"]), int(attrs["size"])
+            shape = [int(d) for d in attrs.get("shape", "").split(",") if d.strip()]
+        except (KeyError, ValueError) as exc:
+            raise WeightsError(f"{self.path}: malformed constant ({exc}); "
+                               "run `facelatent weights fetch`") from exc
         if offset + size > blob.size:
             raise WeightsError(f"{self.path}: constant data runs past the end of the .bin file "
                                "(truncated download?); run `facelatent weights fetch`")
-        shape = [int(d) for d in attrs.get("shape", "").split(",") if d.strip()]
-        return blob[offset:offset + size].view(dtype).reshape(shape)
+        try:
+            return blob[offset:offset + size].view(dtype).reshape(shape)
+        except ValueError as exc:
+            raise WeightsError(f"{self.path}: constant size does not match its shape {shape}; "
+                               "run `facelatent weights fetch`") from exc
 
     # --- navigation -----------------------------------------------------------------------
     def consumers(self, layer: IRLayer) -> list[IRLayer]:

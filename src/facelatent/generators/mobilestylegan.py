@@ -250,9 +250,11 @@ class MobileStyleGAN(nn.Module):
             for pname, param in model.named_parameters():
                 if pname.endswith("style.bias"):
                     param.fill_(1.0)
-                elif param.ndim >= 2:
-                    fan_in = param[0].numel() if param.ndim > 1 else 1
+                elif param.ndim >= 2 and "mapping" in pname or pname.endswith("style.weight"):
+                    fan_in = param[0].numel()
                     param.copy_(torch.randn(param.shape, generator=gen) / math.sqrt(fan_in))
+                elif param.ndim >= 2:  # conv weights: the style scale already holds 1/sqrt(fan_in)
+                    param.copy_(0.5 * torch.randn(param.shape, generator=gen))
                 else:
                     param.copy_(0.1 * torch.randn(param.shape, generator=gen))
             for mod in model.modules():
