@@ -32,6 +32,10 @@ __all__ = [
 _MSG_ASSET = "mobilestylegan-ffhq"
 
 
+def _w_avg_path():  # type: ignore[no-untyped-def]
+    return weights.asset_dir(_MSG_ASSET, check=False) / "w_avg.npy"
+
+
 def _mobilestylegan_files() -> dict[str, object]:
     names = ("mapping.xml", "mapping.bin", "synthesis.xml", "synthesis.bin")
     return {name: weights.file_path(_MSG_ASSET, name) for name in names}
@@ -43,8 +47,7 @@ def _mobilestylegan_torch(device: torch.device, **_: object) -> MobileStyleGAN:
     model = MobileStyleGAN(FFHQ_1024, name="mobilestylegan-ffhq")
     load_ir(model, (files["mapping.xml"], files["mapping.bin"]),  # type: ignore[arg-type]
             (files["synthesis.xml"], files["synthesis.bin"]))
-    w_avg = cached_w_avg(weights.asset_dir(_MSG_ASSET, check=False) / "w_avg.npy",
-                         lambda: model.estimate_w_avg())
+    w_avg = cached_w_avg(_w_avg_path(), lambda: model.estimate_w_avg())
     model._w_avg.copy_(w_avg)
     if device.type == "cpu":
         keep_freed_memory()
@@ -62,8 +65,7 @@ def _mobilestylegan_openvino(device: torch.device, threads: int | None = None, *
     gen = OpenVINOGenerator(files["mapping.xml"], files["synthesis.xml"],  # type: ignore[arg-type]
                             name="mobilestylegan-ffhq", num_ws=FFHQ_1024.num_ws,
                             w_avg=torch.zeros(FFHQ_1024.w_dim).numpy(), threads=threads)
-    w_avg = cached_w_avg(weights.asset_dir(_MSG_ASSET, check=False) / "w_avg.npy",
-                         lambda: estimate_w_avg(gen.mapping_raw, gen.z_dim))
+    w_avg = cached_w_avg(_w_avg_path(), lambda: estimate_w_avg(gen.mapping_raw, gen.z_dim))
     gen._w_avg = w_avg
     return gen
 

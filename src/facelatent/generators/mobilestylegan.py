@@ -250,7 +250,7 @@ class MobileStyleGAN(nn.Module):
             for pname, param in model.named_parameters():
                 if pname.endswith("style.bias"):
                     param.fill_(1.0)
-                elif param.ndim >= 2 and "mapping" in pname or pname.endswith("style.weight"):
+                elif pname.startswith("mapping_net.") and param.ndim == 2 or pname.endswith("style.weight"):
                     fan_in = param[0].numel()
                     param.copy_(torch.randn(param.shape, generator=gen) / math.sqrt(fan_in))
                 elif param.ndim >= 2:  # conv weights: the style scale already holds 1/sqrt(fan_in)
