@@ -202,10 +202,13 @@ MANIFEST: dict[str, ModelAsset] = _manifest(
             Member("shape_predictor_5_face_landmarks.dat",
                    "face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
                    "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888"),
+            Member("shape_predictor_68_face_landmarks.dat",
+                   "face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
+                   "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f"),
         ),
         licence="dlib models: Boost / CC0 (see the package)",
-        description="native dlib recogniser and 5-point shape predictor: the reference that the "
-                    "PyTorch port is tested against",
+        description="native dlib recogniser and 5/68-point shape predictors: references that "
+                    "the PyTorch ports are tested against",
     ),
     ModelAsset(
         name="test-photos",
@@ -218,6 +221,16 @@ MANIFEST: dict[str, ModelAsset] = _manifest(
                 ("obama_partial_face2.jpg", "9a812347f97633542b8cd9992de22def11b74f79d82056bc3ee830f13878e028"))),
         licence="MIT (face_recognition test images)",
         description="real face photos for tests: five of one man, one of another",
+    ),
+    ModelAsset(
+        name="skimage-photos",
+        source=Source("pypi", "scikit-image", "0.26.0"),
+        members=(
+            Member("astronaut.png", "skimage/data/astronaut.png",
+                   "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"),
+        ),
+        licence="public domain (NASA photo shipped with scikit-image, BSD-3-Clause package)",
+        description="a smiling woman's portrait: the smile and gender test photo",
     ),
     ModelAsset(
         name="eyeglasses-mobilenetv3",
