@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -57,9 +57,10 @@ def save_png(image: np.ndarray, path: str | Path) -> None:
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as `[H, W, 3]` uint8 RGB; a clear error for unreadable files."""
+    """Read an image file as `[H, W, 3]` uint8 RGB, turned upright by its EXIF orientation; a
+    clear error for unreadable, truncated or absurdly large files."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as exc:
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc

@@ -11,7 +11,7 @@ from facelatent.errors import FacelatentError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facelatent.cli import generate, weights
+    from facelatent.cli import faces, generate, weights
 
     parser = argparse.ArgumentParser(
         prog="facelatent",
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"facelatent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (weights, generate):
+    for module in (weights, generate, faces):
         module.register(sub)
     return parser
 

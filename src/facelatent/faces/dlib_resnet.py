@@ -117,10 +117,19 @@ def dlib_chip(image: Tensor, points5: Tensor, size: int = CHIP_SIZE,
                          f"padding={padding}")
     A, t = chip_transform(points5.to(image.dtype), size, padding)
     depths = _pyramid_depths(A, size)
+    regions = _pyramid_regions(A, t, size, depths, image.shape[-2:])
     chips = image.new_empty(image.shape[0], 3, size, size)
-    for depth in sorted(set(depths)):
-        idx = [i for i, d in enumerate(depths) if d == depth]
-        level, A_d, t_d = image[idx] + 1, A[idx], t[idx]      # +1: black (0) outside the image
+    for key in sorted(set(zip(depths, regions))):
+        depth, (x0, y0, x1, y1) = key
+        idx = [i for i, k in enumerate(zip(depths, regions)) if k == key]
+        # Like dlib, shrink only the part of the image around the chip: the pyramid's pixel grid
+        # starts at the region's corner, so the same crop gives the same pixels as dlib.
+        level = image[idx, :, y0:y1, x0:x1] + 1               # +1: black (0) outside the image
+        need = 2 ** (depth + 2) + 1   # every level must stay at least 5 px for the 5x5 filter
+        if depth and min(level.shape[-2:]) < need:            # a face almost off the image
+            level = F.pad(level, (0, max(need - level.shape[-1], 0),
+                                  0, max(need - level.shape[-2], 0)))
+        A_d, t_d = A[idx], t[idx] - t.new_tensor([x0, y0])
         for _ in range(depth):
             level = _pyramid_down(level)
             # dlib's pyramid_down<2>::point_down: p / 2 - (1.25, 0.75). (Its filter centres
@@ -146,6 +155,35 @@ def _pyramid_depths(A: Tensor, size: int) -> list[int]:
             depth, w = depth + 1, (w + 1) / 2
         depths.append(depth)
     return depths
+
+
+def _pyramid_regions(A: Tensor, t: Tensor, size: int, depths: list[int],
+                     hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """The image region (x0, y0, x1, y1) dlib shrinks for each chip with a pyramid.
+
+    dlib cuts the chip's rotated rectangle, grown by a margin that covers the pyramid filter at
+    every level (2, 6, 14, 30, ... pixels: 2 ** (depth + 2) - 2), out of the image (clipped to
+    it) before building the pyramid. Chips without a pyramid read the whole image (bilinear
+    sampling does not depend on where the crop starts), which keeps a batch of differently
+    placed faces in one call.
+    """
+    height, width = hw
+    corners = A.new_tensor([[0.0, 0.0], [size - 1.0, 0.0], [0.0, size - 1.0],
+                            [size - 1.0, size - 1.0]])
+    pts = (A.detach()[:, None] @ corners[None, :, :, None]).squeeze(-1) + t.detach()[:, None]
+    lo, hi = pts.amin(dim=1).tolist(), pts.amax(dim=1).tolist()
+    regions = []
+    for depth, (ax, ay), (bx, by) in zip(depths, lo, hi):
+        if depth == 0:
+            regions.append((0, 0, width, height))
+            continue
+        g = 2 ** (depth + 2) - 2
+        x0 = min(max(round(ax - g), 0), width - 1)
+        y0 = min(max(round(ay - g), 0), height - 1)
+        x1 = max(min(round(bx + g) + 1, width), x0 + 1)
+        y1 = max(min(round(by + g) + 1, height), y0 + 1)
+        regions.append((x0, y0, x1, y1))
+    return regions
 
 
 def _pyramid_down(x: Tensor) -> Tensor:
