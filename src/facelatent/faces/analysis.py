@@ -427,20 +427,21 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
 
 def score_files(paths: Sequence[str | Path], names: Sequence[str] | str | None = None, *,
                 generated: bool = False, device: str | torch.device = "cpu",
-                batch_size: int = 32, identity: str | None = None,
-                progress: bool = False) -> list[dict[str, object]]:
+                batch_size: int = 32, identity: str | None = None, progress: bool = False,
+                analyzer: FaceAnalyzer | None = None) -> list[dict[str, object]]:
     """Score image files: one dict per input, in order, never raising for a bad input.
 
     Each dict has ``path``, ``face`` (a face was found), the attribute scores as floats, with
     ``identity`` the embedding as a list, and for photos ``detection_score``. An input that
     could not be scored (unreadable or corrupt file, too small, no face, not square with
-    ``generated``) has an ``error`` string instead of scores.
+    ``generated``) has an ``error`` string instead of scores. ``analyzer``: reuse loaded models
+    (default: a new :class:`FaceAnalyzer` on ``device`` with ``batch_size``).
     """
     wanted = resolve_attributes(names)
     files = expand_paths(paths)
     if not files:
         raise ValueError("no image files found in the given paths")
-    analyzer = FaceAnalyzer(device, batch_size)
+    analyzer = analyzer or FaceAnalyzer(device, batch_size)
     rows: list[dict[str, object]] = []
     bar = tqdm(total=len(files), unit="img", desc="score", disable=not progress,
                file=sys.stderr)
