@@ -313,3 +313,33 @@ def test_fixed_geometry_is_what_the_average_face_gives() -> None:
     stored = torch.tensor(align.FFHQ_LANDMARKS68)
     assert (points - stored).abs().max() < 2e-3          # 2 px at 1024
     assert (box - torch.tensor(align.FFHQ_FACE_BOX)).abs().max() < 2e-3
+
+
+@pytest.mark.slow
+def test_ffhq_aligned_photos_put_the_face_where_generated_faces_have_it(real_analyzer,
+                                                                         photos) -> None:
+    images = list(photos.values())
+    geom = real_analyzer.locate(images)
+    aligned, found = real_analyzer.ffhq_align(images, size=512, geometry=geom)
+    assert found.all()
+    again = real_analyzer.locate(list(aligned), landmarks=False)
+    # YuNet's own eye points on the generator's average face, at the same size.
+    from facelatent.generators import get_generator
+    from facelatent.images import resize
+    G = get_generator("mobilestylegan-ffhq")
+    with torch.no_grad():
+        average = resize(G.synthesis(G.w_avg[None]).clamp(-1, 1), 512)
+    template = real_analyzer.locate(average, landmarks=False).points5[0]
+    eyes = again.points5[:, :2]                                          # [N, 2, 2]
+    eye_distance = (template[1] - template[0]).norm()
+    # FFHQ's square is sized by the larger of two face measures and centred a little below
+    # the eyes, so eye positions vary from face to face; their midpoint varies least.
+    midpoint = (eyes.mean(dim=1) - template[:2].mean(dim=0)).norm(dim=-1) / eye_distance
+    spacing = (eyes[:, 1] - eyes[:, 0]).norm(dim=-1) / eye_distance
+    assert again.found.all(), again.found
+    assert (midpoint < 0.15).all() and ((spacing - 1).abs() < 0.1).all(), (midpoint, spacing)
+    # The fixed generated-face crop then reads the same face as the photo pipeline did.
+    fixed = real_analyzer.score(aligned, "gender,yaw", generated=True)
+    found = real_analyzer.score(images, "gender,yaw")
+    assert ((fixed["gender"] > 0.5) == (found["gender"] > 0.5)).all()
+    assert (fixed["yaw"] - found["yaw"]).abs().max() < 8, (fixed["yaw"], found["yaw"])

@@ -326,6 +326,25 @@ class FaceAnalyzer:
             out["eyeglasses"] = _per_image(self.model("eyeglasses").score, images, eye_boxes)
         return out
 
+    def ffhq_align(self, images: Images, size: int = 1024,
+                   geometry: FaceGeometry | None = None) -> tuple[Tensor, Tensor]:
+        """Photos cut the way FFHQ was made, for GAN inversion: ``[N, 3, size, size]`` and
+        ``found [N]`` (rows without a face are black).
+
+        Uses FFHQ's own point definitions (eye centres as the mean of each eye's six landmarks,
+        mouth corners 48 and 54) from the 68-point net, then :func:`align.ffhq_align`.
+        """
+        items = _check_images(images)
+        geom = geometry or self.locate(items)
+        if geom.points68 is None:
+            raise ValueError("geometry has no 68-point landmarks; call locate(images) with "
+                             "landmarks=True")
+        out = torch.full((len(items), 3, size, size), -1.0, device=self.device)
+        for i in torch.nonzero(geom.found).flatten().tolist():
+            points5 = align.arcface5_from_landmarks68(geom.points68[i:i + 1])
+            out[i] = align.ffhq_align(items[i][None].to(self.device), points5, size)[0]
+        return out, geom.found
+
     # -- identity ------------------------------------------------------------------------------
     def embed(self, images: Images, model: str = "sface", generated: bool = False,
               geometry: FaceGeometry | None = None) -> Tensor:
