@@ -11,7 +11,7 @@ from facelatent.errors import FacelatentError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facelatent.cli import faces, generate, weights
+    from facelatent.cli import boundary, faces, generate, sample, weights
 
     parser = argparse.ArgumentParser(
         prog="facelatent",
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"facelatent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (weights, generate, faces):
+    for module in (weights, generate, faces, sample, boundary):
         module.register(sub)
     return parser
 

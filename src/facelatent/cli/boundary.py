@@ -1,0 +1,250 @@
+"""`facelatent boundary fit|condition|correlate` and `facelatent directions sefa|ganspace`.
+
+Every command writes or reads boundary files (`facelatent.boundaries.boundary`); every command
+that reads them also takes InterFaceGAN's `.npy` files. Library imports happen inside the
+commands, so `facelatent --help` does not load scikit-learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    group = sub.add_parser("boundary", help="fit, condition and correlate attribute boundaries",
+                           description="Linear attribute boundaries (InterFaceGAN) in Z or W.")
+    actions = group.add_subparsers(dest="boundary_command", metavar="ACTION", required=True)
+
+    p = actions.add_parser(
+        "fit", help="fit one attribute's boundary from a store",
+        description="InterFaceGAN's protocol: top/bottom RATIO of samples by score as the two "
+                    "classes, a seeded SPLIT for training, a linear solver with an intercept. "
+                    "Prints validation, remaining-sample and bootstrap-stability figures.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", help="LatentStore folder (from `facelatent sample`)")
+    src.add_argument("--npz", help="an .npz with arrays `w` and/or `z` and `scores_<attribute>`")
+    p.add_argument("--attribute", required=True, help="score name, e.g. smile")
+    p.add_argument("--space", choices=("w", "z"), default="w", help="latent space to fit in")
+    p.add_argument("--ratio", type=float, default=0.02,
+                   help="fraction of samples per class from each end; 0.5 = median split")
+    p.add_argument("--split", type=float, default=0.7, help="training fraction of each class")
+    p.add_argument("--solver", choices=("logistic", "lda", "linear-svc", "svc"), default="logistic",
+                   help="logistic (fast default), lda, linear-svc, or svc (InterFaceGAN's, slow)")
+    p.add_argument("--C", type=float, default=1.0, help="inverse regularisation (logistic, linear-svc, svc)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split and the bootstrap")
+    p.add_argument("--bootstrap", type=int, default=5, help="refits for stability; 0 = skip")
+    p.add_argument("--out", required=True, help="boundary file to write (.npz)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_fit)
+
+    p = actions.add_parser(
+        "condition", help="make a boundary orthogonal to others",
+        description="Project PRIMAL's normal onto the orthogonal complement of the conditions' "
+                    "normals (least squares; any number, dependent ones included).")
+    p.add_argument("primal", metavar="PRIMAL", help="boundary file (.npz or InterFaceGAN .npy)")
+    p.add_argument("--on", nargs="+", required=True, metavar="COND", help="condition boundary files")
+    p.add_argument("--out", required=True, help="boundary file to write (.npz)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_condition)
+
+    p = actions.add_parser("correlate", help="cosine matrix between boundaries",
+                           description="Cosines between the normals of boundary files of one space.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="boundary files (.npz or .npy)")
+    p.add_argument("--absolute", action="store_true", help="report |cos|")
+    p.add_argument("--heatmap", help="also write a heatmap PNG here")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_correlate)
+
+    group = sub.add_parser("directions", help="unsupervised directions (SeFa, GANSpace)",
+                           description="Directions found without attribute labels, written as "
+                                       "boundary files.")
+    actions = group.add_subparsers(dest="directions_command", metavar="METHOD", required=True)
+    p = actions.add_parser("sefa", help="closed-form directions from the style weights",
+                           description="SeFa: top eigenvectors of the stacked, row-normalised "
+                                       "style-affine weights of the chosen style inputs.")
+    p.add_argument("--model", default="mobilestylegan-ffhq", help="generator name (torch backend)")
+    p.add_argument("--layers", default="all", help="style inputs, e.g. 0-7 or 0-3,8 (default all)")
+    p.add_argument("--k", type=int, default=5, help="number of directions")
+    p.add_argument("--out", required=True, help="folder for sefa_<rank>.npz")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_sefa)
+
+    p = actions.add_parser("ganspace", help="principal axes of latent samples",
+                           description="GANSpace: PCA (SVD) of the store's latents.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", help="LatentStore folder")
+    src.add_argument("--npz", help="an .npz with an array named like --space")
+    p.add_argument("--space", choices=("w", "z"), default="w", help="latent space")
+    p.add_argument("--k", type=int, default=10, help="number of directions")
+    p.add_argument("--out", required=True, help="folder for pca_<rank>.npz")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_ganspace)
+
+
+# --- boundary ---------------------------------------------------------------------------
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from facelatent.boundaries import LinearBoundary
+
+    latents, scores, source = _read_latents(args, args.attribute)
+    print(f"fitting {args.attribute} in {args.space} on {len(latents)} samples "
+          f"({args.solver}, ratio {args.ratio}, {args.bootstrap} bootstrap refits)...",
+          file=sys.stderr, flush=True)
+    est = LinearBoundary(solver=args.solver, ratio=args.ratio, split=args.split, C=args.C,
+                         random_state=args.seed, bootstrap=args.bootstrap).fit(latents, scores)
+    boundary = est.to_boundary(args.attribute, args.space, {**source, **_command(args)})
+    path = boundary.save(args.out)
+    m = boundary.metrics
+    if args.json:
+        print(json.dumps(_clean({"out": str(path), "attribute": boundary.attribute,
+                                 "space": boundary.space, "intercept": boundary.intercept,
+                                 "metrics": m, "provenance": boundary.provenance}), indent=2))
+    else:
+        print(f"{boundary.attribute} ({boundary.space}): validation accuracy {_pct(m['val_accuracy'])}, "
+              f"remaining {_pct(m['remaining_accuracy'])}, stability {_num(m['stability'])}, "
+              f"train {m['n_train']} / val {m['n_val']} / remaining {m['n_remaining']}, "
+              f"fit {m['train_time_s']:.3f} s")
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_condition(args: argparse.Namespace) -> int:
+    from facelatent.boundaries import condition_boundary, load_boundary
+
+    primal = load_boundary(args.primal)
+    conditions = [load_boundary(f) for f in args.on]
+    result = condition_boundary(primal, conditions)
+    result.provenance.update(_command(args))
+    path = result.save(args.out)
+    residual = [float(abs(result.normal.ravel().astype(np.float64) @ c.normal.ravel())) for c in conditions]
+    if args.json:
+        print(json.dumps(_clean({"out": str(path), "attribute": result.attribute,
+                                 "conditions": [c.attribute for c in conditions],
+                                 "cos_to_primal": result.metrics["cos_to_primal"],
+                                 "max_abs_cos_to_conditions": max(residual)}), indent=2))
+    else:
+        names = ", ".join(c.attribute for c in conditions)
+        print(f"{result.attribute} conditioned on {names}: cos to primal "
+              f"{result.metrics['cos_to_primal']:.4f}, max |cos| to conditions {max(residual):.1e}")
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_correlate(args: argparse.Namespace) -> int:
+    from facelatent.boundaries import correlation_matrix, load_boundary
+    from facelatent.boundaries.conditional import save_correlation_heatmap
+
+    boundaries = [load_boundary(f) for f in args.files]
+    names = [b.attribute or Path(f).stem for b, f in zip(boundaries, args.files)]
+    if len(set(names)) < len(names):  # two files of one attribute: tell them apart by file name
+        names = [Path(f).name.split(".")[0] for f in args.files]
+    cos = correlation_matrix(boundaries, absolute=args.absolute)
+    if args.heatmap:
+        save_correlation_heatmap(cos, names, args.heatmap,
+                                 title="|cos|" if args.absolute else "cos between boundary normals")
+    if args.json:
+        print(json.dumps({"labels": names, "files": list(args.files), "absolute": args.absolute,
+                          "cosine": np.round(cos, 6).tolist(), "heatmap": args.heatmap}, indent=2))
+        return 0
+    width = max(6, *(len(n) for n in names))
+    print(" " * width + "".join(f"{n[:8]:>9}" for n in names))
+    for name, row in zip(names, cos):
+        print(f"{name:<{width}}" + "".join(f"{v:9.3f}" for v in row))
+    if args.heatmap:
+        print(f"wrote {args.heatmap}")
+    return 0
+
+
+# --- directions -------------------------------------------------------------------------
+
+def cmd_sefa(args: argparse.Namespace) -> int:
+    from facelatent.boundaries import sefa
+    from facelatent.boundaries.unsupervised import parse_layers
+    from facelatent.generators import get_generator
+
+    G = get_generator(args.model, device="cpu", backend="torch")
+    layers = parse_layers(args.layers, G.num_ws)
+    directions = sefa(G, layers=layers, k=args.k)
+    return _write_directions(directions, args, "eigenvalue")
+
+
+def cmd_ganspace(args: argparse.Namespace) -> int:
+    from facelatent.boundaries import ganspace
+
+    latents, _, source = _read_latents(args, None)
+    directions = ganspace(latents, k=args.k, space=args.space)
+    for d in directions:
+        d.provenance.update(source)
+    return _write_directions(directions, args, "explained_variance_ratio")
+
+
+def _write_directions(directions: list[Any], args: argparse.Namespace, key: str) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for d in directions:
+        d.provenance.update(_command(args))
+        paths.append(d.save(out / f"{d.attribute}.npz"))
+    if args.json:
+        print(json.dumps([{"file": str(p), "attribute": d.attribute, key: d.metrics[key]}
+                          for p, d in zip(paths, directions)], indent=2))
+    else:
+        for p, d in zip(paths, directions):
+            print(f"{d.attribute:<10} {key} {d.metrics[key]:.4g}  {p}")
+    return 0
+
+
+# --- shared -----------------------------------------------------------------------------
+
+def _read_latents(args: argparse.Namespace, attribute: str | None) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Latents `[N, D]` of `args.space`, the attribute's scores `[N]` (or None) and a provenance."""
+    if args.npz:
+        with np.load(args.npz, allow_pickle=False) as data:
+            if args.space not in data.files:
+                raise ValueError(f"{args.npz} has no array {args.space!r} (has {sorted(data.files)})")
+            latents = data[args.space]
+            scores = None
+            if attribute is not None:
+                key = f"scores_{attribute}"
+                if key not in data.files:
+                    have = sorted(k[len("scores_"):] for k in data.files if k.startswith("scores_"))
+                    raise ValueError(f"{args.npz} has no {key!r}; scores present: {have}")
+                scores = data[key]
+        return latents, scores, {"npz": str(Path(args.npz).resolve())}
+    from facelatent.latents.store import LatentStore
+
+    store = LatentStore.open(args.store)
+    latents = store.latents(args.space)
+    scores = store.scores(attribute) if attribute is not None else None
+    manifest = {k: v for k, v in dict(store.manifest).items() if len(json.dumps(_clean(v))) <= 500}
+    return latents, scores, {"store": str(Path(args.store).resolve()), "store_manifest": manifest}
+
+
+def _command(args: argparse.Namespace) -> dict[str, Any]:
+    arguments = {k: v for k, v in vars(args).items()
+                 if k not in ("func", "command") and not k.endswith("_command")}
+    group = "boundary" if getattr(args, "boundary_command", None) else "directions"
+    action = getattr(args, "boundary_command", None) or getattr(args, "directions_command", "")
+    return {"command": f"facelatent {group} {action}", "arguments": _clean(arguments),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _clean(value: Any) -> Any:
+    from facelatent.boundaries.boundary import jsonable
+
+    return jsonable(value)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{100 * v:.1f}%"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"

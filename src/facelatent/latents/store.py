@@ -1,0 +1,440 @@
+"""LatentStore: the samples of one generator configuration in a zarr v3 directory, written shard
+by shard so that a killed run resumes without losing or duplicating a sample.
+
+Layout (every array is chunked by shard, `shard_size` rows per chunk):
+
+    <store>/zarr.json          root group; its attributes are the manifest (see `LatentStore`)
+    seeds                      int64   [n]            the sample's seed; its z comes from it alone
+    z                          float32 [n, z_dim]     the latent the mapping network read
+    w                          float32 [n, w_dim]     the mapping's output, truncation applied
+    scores/<attribute>         float32 [n]            one per attribute (facelatent.faces)
+    identity/<model>           float32 [n, 128]       unit embeddings, "sface" and/or "dlib"
+
+Row `r` holds seed `seed_start + r`; shard `i` is rows `i * shard_size` up to the next shard.
+A shard counts only once its record is in the manifest's "shards". `write_shard` writes every
+array first and the record last, and zarr's local store writes each file to a temporary name
+and renames it, so a process killed at any moment leaves every shard either recorded with all
+its rows or not recorded at all. Readers return recorded shards only, in seed order.
+
+``path`` is a local folder, or any fsspec URL zarr can open (e.g. ``s3://bucket/run``), passed
+to zarr unchanged; the writer lock and the atomic creation are for local folders only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from facelatent import __version__
+from facelatent.errors import FacelatentError
+
+__all__ = ["FORMAT", "IDENTITY_DIM", "IDENTITY_MODELS", "LatentStore", "StoreMismatchError",
+           "StoreSpec"]
+
+FORMAT = "facelatent.latent-store"
+FORMAT_VERSION = 1
+IDENTITY_MODELS = ("sface", "dlib")
+IDENTITY_DIM = 128
+_LOCK_NAME = ".writer.lock"
+
+
+class StoreMismatchError(FacelatentError):
+    """A store was opened for samples of another configuration than the one it holds."""
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What makes the samples of a store comparable; fixed when the store is created."""
+
+    generator: str                        # registry name, e.g. "mobilestylegan-ffhq"
+    z_dim: int                            # latent sizes of that generator
+    w_dim: int
+    truncation_psi: float = 1.0           # 1 = no truncation
+    truncation_space: str = "w"           # where psi acts: "w" (toward w_avg) or "z" (scales z)
+    backend: str = "torch"                # generator backend that made the samples
+    seed_start: int = 0                   # seed of row 0; row r holds seed seed_start + r
+    shard_size: int = 256                 # rows per shard (= per zarr chunk)
+    attributes: tuple[str, ...] = ()      # one scores/<name> array each; () = no scoring
+    identity: tuple[str, ...] = ()        # identity/<model> arrays, from IDENTITY_MODELS
+    model_assets: Mapping[str, Any] = field(default_factory=dict, hash=False)  # provenance
+
+    def __post_init__(self) -> None:
+        for name in ("z_dim", "w_dim", "shard_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.generator:
+            raise ValueError("generator must be a registered generator name, got ''")
+        if not math.isfinite(self.truncation_psi):
+            raise ValueError(f"truncation_psi must be a finite number, got {self.truncation_psi}")
+        if self.truncation_space not in ("z", "w"):
+            raise ValueError(f"truncation_space must be 'z' or 'w', got {self.truncation_space!r}")
+        if not 0 <= int(self.seed_start) < 2**32:
+            raise ValueError(f"seed_start must be in [0, 2**32), got {self.seed_start}")
+        if len(set(self.attributes)) != len(self.attributes) or not all(self.attributes):
+            raise ValueError(f"attributes must be distinct non-empty names, got {self.attributes}")
+        unknown = [m for m in self.identity if m not in IDENTITY_MODELS]
+        if unknown or len(set(self.identity)) != len(self.identity):
+            raise ValueError(f"identity must be distinct models from {IDENTITY_MODELS}, got "
+                             f"{self.identity}")
+        # Normalise JSON-ish inputs (lists from a manifest) so that specs compare equal.
+        object.__setattr__(self, "attributes", tuple(self.attributes))
+        object.__setattr__(self, "identity", tuple(self.identity))
+        object.__setattr__(self, "truncation_psi", float(self.truncation_psi))
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["attributes"] = list(self.attributes)
+        out["identity"] = list(self.identity)
+        out["model_assets"] = copy.deepcopy(dict(self.model_assets))
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StoreSpec:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def arrays(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        """Every array of a store of this spec: ``{name: (dtype, row shape)}``."""
+        out: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
+            "seeds": (np.dtype(np.int64), ()),
+            "z": (np.dtype(np.float32), (self.z_dim,)),
+            "w": (np.dtype(np.float32), (self.w_dim,)),
+        }
+        for name in self.attributes:
+            out[f"scores/{name}"] = (np.dtype(np.float32), ())
+        for model in self.identity:
+            out[f"identity/{model}"] = (np.dtype(np.float32), (IDENTITY_DIM,))
+        return out
+
+    def differences(self, other: StoreSpec) -> list[str]:
+        """One line per field where ``other`` differs: "psi: 0.7 in the store, 1.0 asked"."""
+        mine, theirs = self.to_json(), other.to_json()
+        return [f"{key}: {mine[key]!r} in the store, {theirs[key]!r} asked"
+                for key in mine if mine[key] != theirs[key]]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _is_url(path: str | os.PathLike[str]) -> bool:
+    return "://" in str(path)
+
+
+class LatentStore:
+    """Seeds, latents, scores and identity embeddings of one `StoreSpec`, plus a manifest.
+
+    Build one with :meth:`create` or :meth:`open`, never with the constructor. The manifest
+    (root attributes, :attr:`manifest`) holds the spec's fields, ``n`` (rows planned),
+    ``format``/``format_version``, ``facelatent_version`` and ``command`` (``sys.argv``) at
+    creation, ``created``/``updated`` (UTC, ISO 8601), ``runs`` (one entry per command that
+    wrote to it) and ``shards``: ``{"<index>": {"rows", "completed", ...}}`` for complete
+    shards, with whatever the writer added (stage timings, device).
+    """
+
+    def __init__(self, group: zarr.Group, path: str | Path, read_only: bool) -> None:
+        self._group = group
+        self.path = path
+        self.read_only = read_only
+        self._attrs: dict[str, Any] = group.attrs.asdict()
+        if self._attrs.get("format") != FORMAT:
+            raise FacelatentError(f"{path} is a zarr group but not a facelatent latent store "
+                                  f"(no '{FORMAT}' manifest)")
+        if int(self._attrs.get("format_version", 0)) > FORMAT_VERSION:
+            raise FacelatentError(f"store {path} has format version "
+                                  f"{self._attrs['format_version']}; this facelatent "
+                                  f"({__version__}) reads up to {FORMAT_VERSION}: upgrade it")
+        self.spec = StoreSpec.from_json(self._attrs)
+
+    # -- creating and opening -------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], spec: StoreSpec, n: int,
+               command: Sequence[str] | None = None) -> LatentStore:
+        """A new, empty store at ``path`` for ``n`` samples (rows) of ``spec``.
+
+        ``command`` defaults to ``sys.argv``. A local store is built in a temporary folder
+        beside ``path`` and renamed into place, so it appears complete or not at all.
+        Raises FileExistsError if ``path`` exists and is not an empty folder.
+        """
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        now = _now()
+        attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, **spec.to_json(), "n": int(n),
+                 "facelatent_version": __version__,
+                 "command": list(sys.argv if command is None else command),
+                 "created": now, "updated": now, "runs": [], "shards": {}}
+        if _is_url(path):
+            group = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attrs)
+            _create_arrays(group, spec, n)
+            return cls(group, str(path), read_only=False)
+        target = Path(path)
+        if cls.exists(target):
+            raise FileExistsError(f"a store already exists at {target}; open it with "
+                                  "LatentStore.open, or pick a new path for a new store")
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise FileExistsError(f"{target} exists and is neither a store nor an empty folder; "
+                                  "pick a new path for the store")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_staging(target)
+        staging = target.with_name(f".{target.name}.creating-{os.getpid()}")
+        try:
+            group = zarr.open_group(str(staging), mode="w-", zarr_format=3, attributes=attrs)
+            _create_arrays(group, spec, n)
+            if target.exists():
+                target.rmdir()  # empty (checked above); os.replace cannot replace a folder
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cls.open(target)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], expect: StoreSpec | None = None,
+             read_only: bool = False) -> LatentStore:
+        """Open an existing store. With ``expect``, raise StoreMismatchError (naming every
+        differing field) unless the store holds samples of exactly that spec."""
+        if not cls.exists(path):
+            raise FileNotFoundError(f"no latent store at {path}; create one with "
+                                    "`facelatent sample --store PATH`")
+        location = str(path) if _is_url(path) else Path(path)
+        group = zarr.open_group(str(path), mode="r" if read_only else "r+", zarr_format=3,
+                                use_consolidated=False)
+        store = cls(group, location, read_only)
+        if expect is not None:
+            diff = store.spec.differences(expect)
+            if diff:
+                raise StoreMismatchError(
+                    f"store {path} holds samples of another configuration, and one store never "
+                    "mixes them:\n  " + "\n  ".join(diff) + "\nResume or extend it with the "
+                    "store's settings, or write these samples to a new store path.")
+        return store
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` holds a zarr group (a store, or something else in zarr)."""
+        if _is_url(path):
+            try:
+                zarr.open_group(str(path), mode="r", zarr_format=3, use_consolidated=False)
+            except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+                return False
+            return True
+        return (Path(path) / "zarr.json").is_file()
+
+    # -- manifest and plan ----------------------------------------------------------------------
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """A copy of the root attributes (see the class docstring)."""
+        return copy.deepcopy(self._attrs)
+
+    @property
+    def size(self) -> int:
+        """Rows planned (the largest ``n`` this store was created or extended to)."""
+        return int(self._attrs["n"])
+
+    def num_shards(self, n: int | None = None) -> int:
+        """Shards that ``n`` samples (default: :attr:`size`) take."""
+        n = self.size if n is None else n
+        return -(-n // self.spec.shard_size)
+
+    def shard_rows(self, index: int, n: int | None = None) -> range:
+        """Rows of shard ``index`` when the store holds ``n`` samples (default :attr:`size`)."""
+        n = self.size if n is None else n
+        if not 0 <= index < self.num_shards(n):
+            raise ValueError(f"shard index must be in [0, {self.num_shards(n)}) for {n} samples, "
+                             f"got {index}")
+        start = index * self.spec.shard_size
+        return range(start, min(start + self.spec.shard_size, n))
+
+    def complete_shards(self) -> list[int]:
+        """Indices of the shards whose every row is written, ascending."""
+        return sorted(int(k) for k in self._attrs["shards"])
+
+    def missing_shards(self, n: int | None = None) -> list[int]:
+        """Shards to write so that the store holds ``n`` samples: absent ones, and a last shard
+        recorded with fewer rows than ``n`` gives it (it was the end of a smaller run)."""
+        n = self.size if n is None else n
+        shards = self._attrs["shards"]
+        return [i for i in range(self.num_shards(n))
+                if str(i) not in shards or shards[str(i)]["rows"] != len(self.shard_rows(i, n))]
+
+    def __len__(self) -> int:
+        """Samples in complete shards (what the readers return)."""
+        return sum(int(rec["rows"]) for rec in self._attrs["shards"].values())
+
+    # -- writing --------------------------------------------------------------------------------
+    def extend(self, n: int) -> None:
+        """Plan ``n`` rows instead of :attr:`size` (n may not shrink it). Written shards stay."""
+        self._check_writable()
+        if n < self.size:
+            raise ValueError(f"a store cannot shrink: it plans {self.size} samples, got n={n}")
+        if n == self.size:
+            return
+        # Arrays first, the manifest's n last: a kill in between leaves arrays longer than n,
+        # which nothing reads, and the next extend resizes them again.
+        for name, (_, row_shape) in self.spec.arrays().items():
+            self._group[name].resize((n, *row_shape))
+        self._update(n=int(n))
+
+    def write_shard(self, index: int, arrays: Mapping[str, np.ndarray],
+                    info: Mapping[str, Any] | None = None) -> None:
+        """Write every array of shard ``index``, then record it complete (with ``info``).
+
+        ``arrays``: exactly the store's arrays (``seeds``, ``z``, ``w``, ``scores/<name>``,
+        ``identity/<model>``), each ``[rows, ...]`` for the shard's rows; ``seeds`` must be
+        the shard's own seeds. A shard already recorded is first un-recorded, so a rewrite
+        killed halfway is redone rather than read.
+        """
+        self._check_writable()
+        rows = self.shard_rows(index)
+        expected = self.spec.arrays()
+        if set(arrays) != set(expected):
+            raise ValueError(f"write_shard needs exactly the arrays {sorted(expected)}, got "
+                             f"{sorted(arrays)}")
+        values: dict[str, np.ndarray] = {}
+        for name, (dtype, row_shape) in expected.items():
+            value = np.asarray(arrays[name])
+            if value.shape != (len(rows), *row_shape):
+                raise ValueError(f"shard {index} array {name!r} must have shape "
+                                 f"{[len(rows), *row_shape]}, got {list(value.shape)}")
+            values[name] = value.astype(dtype, copy=False)
+        want_seeds = self.spec.seed_start + np.arange(rows.start, rows.stop, dtype=np.int64)
+        if not np.array_equal(values["seeds"], want_seeds):
+            raise ValueError(f"shard {index} must hold seeds {int(want_seeds[0])}.."
+                             f"{int(want_seeds[-1])} in order; got other seeds")
+        if str(index) in self._attrs["shards"]:
+            shards = dict(self._attrs["shards"])
+            del shards[str(index)]
+            self._update(shards=shards)
+        for name, value in values.items():
+            self._group[name][rows.start:rows.stop] = value
+        record = {"rows": len(rows), "completed": _now(), **copy.deepcopy(dict(info or {}))}
+        self._update(shards={**self._attrs["shards"], str(index): record})
+
+    def record_run(self, entry: Mapping[str, Any]) -> None:
+        """Append ``entry`` (command, time, version, n...) to the manifest's ``runs``."""
+        self._check_writable()
+        self._update(runs=[*self._attrs["runs"], copy.deepcopy(dict(entry))])
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[LatentStore]:
+        """Hold the store's writer lock (local stores): a second writer fails at once instead
+        of overwriting the manifest. The lock dies with the process, SIGKILL included."""
+        self._check_writable()
+        if isinstance(self.path, str) or sys.platform == "win32":
+            yield self
+            return
+        import fcntl
+
+        with open(self.path / _LOCK_NAME, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FacelatentError(f"store {self.path} is being written by another process; "
+                                      "wait for it to finish, or stop it") from None
+            # Temporary files that a killed writer left behind (zarr writes X.<hex>.partial,
+            # then renames it to X); nothing reads them.
+            for stale in self.path.rglob("*.partial"):
+                stale.unlink(missing_ok=True)
+            try:
+                yield self
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _update(self, **changes: Any) -> None:
+        changes["updated"] = _now()
+        self._group.update_attributes(changes)
+        self._attrs.update(copy.deepcopy(changes))
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise FacelatentError(f"store {self.path} was opened read-only")
+
+    # -- reading --------------------------------------------------------------------------------
+    def read(self, name: str) -> np.ndarray:
+        """Rows of complete shards of array ``name`` (e.g. "z", "scores/age"), in seed order."""
+        expected = self.spec.arrays()
+        if name not in expected:
+            raise ValueError(f"store {self.path} has no array {name!r}; it has "
+                             f"{', '.join(expected)}")
+        dtype, row_shape = expected[name]
+        runs: list[tuple[int, int]] = []  # contiguous [start, stop) row ranges, merged
+        for index in self.complete_shards():
+            start = index * self.spec.shard_size
+            stop = start + int(self._attrs["shards"][str(index)]["rows"])
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], stop)
+            else:
+                runs.append((start, stop))
+        if not runs:
+            return np.empty((0, *row_shape), dtype=dtype)
+        array = self._group[name]
+        return np.concatenate([np.asarray(array[a:b]) for a, b in runs]).astype(dtype, copy=False)
+
+    def seeds(self) -> np.ndarray:
+        """Seeds of the complete samples, int64 ``[N]``, ascending."""
+        return self.read("seeds")
+
+    def latents(self, space: str = "w") -> np.ndarray:
+        """``z`` ``[N, z_dim]`` or ``w`` ``[N, w_dim]`` (float32) of the complete samples."""
+        if space not in ("z", "w"):
+            raise ValueError(f"space must be 'z' or 'w', got {space!r}")
+        return self.read(space)
+
+    def scores(self, name: str) -> np.ndarray:
+        """Scores of attribute ``name``, float32 ``[N]`` (see facelatent.faces.ATTRIBUTES)."""
+        if name not in self.spec.attributes:
+            raise ValueError(f"store {self.path} has no scores for {name!r}; it has "
+                             f"{', '.join(self.spec.attributes) or 'none (sampled unscored)'}")
+        return self.read(f"scores/{name}")
+
+    def identity(self, model: str = "sface") -> np.ndarray:
+        """Unit identity embeddings from ``model``, float32 ``[N, 128]``."""
+        if model not in self.spec.identity:
+            raise ValueError(f"store {self.path} has no {model!r} embeddings; it has "
+                             f"{', '.join(self.spec.identity) or 'none'}")
+        return self.read(f"identity/{model}")
+
+    def __repr__(self) -> str:
+        return (f"LatentStore({str(self.path)!r}, generator={self.spec.generator!r}, "
+                f"complete={len(self)}/{self.size})")
+
+
+def _remove_dead_staging(target: Path) -> None:
+    """Delete the staging folders of creations that were killed (their process is gone)."""
+    for staging in target.parent.glob(f".{target.name}.creating-*"):
+        pid = staging.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False   # a staging folder of ours left by an earlier, failed create
+    if sys.platform == "win32":
+        return True    # os.kill(pid, 0) would terminate the process there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _create_arrays(group: zarr.Group, spec: StoreSpec, n: int) -> None:
+    for name, (dtype, row_shape) in spec.arrays().items():
+        parent, _, leaf = name.rpartition("/")
+        where = group.require_group(parent) if parent else group
+        fill = -1 if dtype.kind == "i" else float("nan")
+        where.create_array(leaf, shape=(n, *row_shape), chunks=(spec.shard_size, *row_shape),
+                           dtype=dtype, fill_value=fill)
