@@ -343,3 +343,14 @@ def test_ffhq_aligned_photos_put_the_face_where_generated_faces_have_it(real_ana
     found = real_analyzer.score(images, "gender,yaw")
     assert ((fixed["gender"] > 0.5) == (found["gender"] > 0.5)).all()
     assert (fixed["yaw"] - found["yaw"]).abs().max() < 8, (fixed["yaw"], found["yaw"])
+
+
+def test_generator_overshoot_is_clipped_but_0_255_images_are_refused(random_analyzer) -> None:
+    images = faces(2, seed=8)
+    over = images * 3.0                          # a generator at psi 1 overshoots like this
+    a = random_analyzer.score(over, "age,eyeglasses", generated=True)
+    b = random_analyzer.score(over.clamp(-1, 1), "age,eyeglasses", generated=True)
+    for name in a:
+        assert torch.equal(a[name], b[name])
+    with pytest.raises(ValueError, match="0-255"):
+        random_analyzer.score((images + 1) * 127.5, "age", generated=True)

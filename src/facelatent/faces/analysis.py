@@ -33,6 +33,7 @@ __all__ = ["ATTRIBUTES", "MODELS", "AttributeSpec", "FaceAnalyzer", "FaceGeometr
 
 Images = Tensor | Sequence[Tensor]
 MIN_SIDE = 16   # pixels; smaller inputs are refused (YuNet's smallest anchor is 8 px at stride 8)
+MAX_ABS = 8.0   # larger values mean 0-255 images, not a generator's overshoot of [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,15 @@ def _check_images(images: object) -> list[Tensor] | Tensor:
         if min(im.shape[-2:]) < MIN_SIDE:
             raise ValueError(f"images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got "
                              f"{list(im.shape[-2:])}")
-    return items
+        if float(im.detach().abs().amax()) > MAX_ABS:
+            raise ValueError(f"images must be float RGB in [-1, 1], got values up to "
+                             f"{float(im.detach().abs().amax()):.1f}; convert 0-255 images "
+                             "with x / 127.5 - 1")
+    # Generators overshoot [-1, 1] a little (MobileStyleGAN at psi 1 reaches about 3); the
+    # models were trained on real images, so clip as saving the image would.
+    if isinstance(items, Tensor):
+        return items.clamp(-1, 1)
+    return [im.clamp(-1, 1) for im in items]
 
 
 class FaceAnalyzer:
