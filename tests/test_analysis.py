@@ -18,12 +18,8 @@ from torch import nn
 
 from facelatent.cli import main
 from facelatent.faces import align, analysis
-from facelatent.faces.age_gender import AgeNet, GenderNet
 from facelatent.faces.detect import Detections
-from facelatent.faces.dlib_resnet import DlibResNetEmbedder
-from facelatent.faces.eyeglasses import EyeglassesClassifier
-from facelatent.faces.faceapi import ExpressionNet, Landmark68Net
-from facelatent.faces.sface import SFaceEmbedder
+from facelatent.faces.faceapi import Landmark68Net
 from facelatent.images import from_uint8, load_rgb, save_png
 
 
@@ -44,20 +40,9 @@ class BrightFaceDetector(nn.Module):
         return out
 
 
-def seeded(module_type: type[nn.Module], seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return module_type()
-
-
 @pytest.fixture(scope="module")
 def random_analyzer() -> analysis.FaceAnalyzer:
-    loaders = {"yunet": BrightFaceDetector,
-               "landmarks68": lambda: seeded(Landmark68Net, 1),
-               "expression": lambda: seeded(ExpressionNet, 2),
-               "age": lambda: seeded(AgeNet, 3), "gender": lambda: seeded(GenderNet, 4),
-               "eyeglasses": lambda: seeded(EyeglassesClassifier, 5),
-               "sface": lambda: seeded(SFaceEmbedder, 6),
-               "dlib": lambda: seeded(DlibResNetEmbedder, 7)}
+    loaders = {**analysis.random_face_loaders(), "yunet": BrightFaceDetector}
     return analysis.FaceAnalyzer(batch_size=3, loaders=loaders)
 
 

@@ -22,12 +22,7 @@ import torch
 
 from facelatent.cli import main
 from facelatent.errors import FacelatentError
-from facelatent.faces.age_gender import AgeNet, GenderNet
-from facelatent.faces.analysis import DEFAULT_ATTRIBUTES, FaceAnalyzer
-from facelatent.faces.dlib_resnet import DlibResNetEmbedder
-from facelatent.faces.eyeglasses import EyeglassesClassifier
-from facelatent.faces.faceapi import ExpressionNet, Landmark68Net
-from facelatent.faces.sface import SFaceEmbedder
+from facelatent.faces.analysis import DEFAULT_ATTRIBUTES, FaceAnalyzer, random_face_loaders
 from facelatent.generators import get_generator
 from facelatent.latents.engine import (
     Models,
@@ -43,14 +38,7 @@ TINY = "mobilestylegan-tiny"
 UNSCORED = SampleSettings(TINY, device="cpu", batch=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spinning threads
-    make them 100x slower; the kill test's subprocesses run on one thread too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spec(**changes: object) -> StoreSpec:
@@ -232,19 +220,9 @@ def test_z_comes_from_the_seed_and_truncation_is_recorded(tmp_path: Path) -> Non
     assert store.manifest["truncation_psi"] == 0.5 and store.manifest["truncation_space"] == "w"
 
 
-def _seeded(module_type: type[torch.nn.Module], seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return module_type()
-
-
 @pytest.fixture(scope="module")
 def random_models() -> Models:
-    loaders = {"landmarks68": lambda: _seeded(Landmark68Net, 1),
-               "expression": lambda: _seeded(ExpressionNet, 2),
-               "age": lambda: _seeded(AgeNet, 3), "gender": lambda: _seeded(GenderNet, 4),
-               "eyeglasses": lambda: _seeded(EyeglassesClassifier, 5),
-               "sface": lambda: _seeded(SFaceEmbedder, 6),
-               "dlib": lambda: _seeded(DlibResNetEmbedder, 7)}
+    loaders = random_face_loaders()
     return Models(get_generator(TINY), FaceAnalyzer(loaders=loaders),
                   provenance={"face_models": "random weights (test)"})
 

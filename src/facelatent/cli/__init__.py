@@ -11,7 +11,7 @@ from facelatent.errors import FacelatentError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facelatent.cli import boundary, faces, generate, sample, weights
+    from facelatent.cli import boundary, edit, evaluate, faces, generate, report, sample, weights
 
     parser = argparse.ArgumentParser(
         prog="facelatent",
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"facelatent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (weights, generate, faces, sample, boundary):
+    for module in (weights, generate, faces, sample, boundary, edit, evaluate, report):
         module.register(sub)
     return parser
 

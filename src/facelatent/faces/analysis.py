@@ -29,7 +29,7 @@ from facelatent.faces.eyeglasses import eye_box_from_landmarks68
 from facelatent.images import from_uint8, load_rgb
 
 __all__ = ["ATTRIBUTES", "MODELS", "AttributeSpec", "FaceAnalyzer", "FaceGeometry", "ModelSpec",
-           "embed", "get_analyzer", "resolve_attributes", "score"]
+           "embed", "get_analyzer", "random_face_loaders", "resolve_attributes", "score"]
 
 Images = Tensor | Sequence[Tensor]
 MIN_SIDE = 16   # pixels; smaller inputs are refused (YuNet's smallest anchor is 8 px at stride 8)
@@ -410,6 +410,31 @@ def _default_loaders() -> dict[str, Callable[[], nn.Module]]:
             "expression": ExpressionNet.load, "age": AgeNet.load, "gender": GenderNet.load,
             "eyeglasses": EyeglassesClassifier.load, "sface": SFaceEmbedder.load,
             "dlib": DlibResNetEmbedder.load}
+
+
+def random_face_loaders(seed: int = 1) -> dict[str, Callable[[], nn.Module]]:
+    """Loaders of random-weight networks with the real architectures, seeded per network.
+
+    For tests and dry runs without model files: ``FaceAnalyzer(loaders=random_face_loaders())``
+    runs the whole pipeline (crops, alignment, batching) with meaningless scores. YuNet is not
+    included: a random detector finds random faces; pass a stand-in detector where needed.
+    """
+    from facelatent.faces.age_gender import AgeNet, GenderNet
+    from facelatent.faces.dlib_resnet import DlibResNetEmbedder
+    from facelatent.faces.eyeglasses import EyeglassesClassifier
+    from facelatent.faces.faceapi import ExpressionNet, Landmark68Net
+    from facelatent.faces.sface import SFaceEmbedder
+
+    def seeded(module_type: type[nn.Module], offset: int) -> Callable[[], nn.Module]:
+        def make() -> nn.Module:
+            torch.manual_seed(seed + offset)
+            return module_type()
+        return make
+
+    return {"landmarks68": seeded(Landmark68Net, 0), "expression": seeded(ExpressionNet, 1),
+            "age": seeded(AgeNet, 2), "gender": seeded(GenderNet, 3),
+            "eyeglasses": seeded(EyeglassesClassifier, 4), "sface": seeded(SFaceEmbedder, 5),
+            "dlib": seeded(DlibResNetEmbedder, 6)}
 
 
 _ANALYZERS: dict[str, FaceAnalyzer] = {}
