@@ -91,7 +91,8 @@ class LinearBoundary:
         Sets `normal_` (unit, `[D]` or `[num_ws, D]`), `intercept_` (so `normal_ . x +
         intercept_` is the signed distance to the hyperplane, positive = high score),
         `val_accuracy_`, `train_accuracy_`, `remaining_accuracy_`, `stability_`,
-        `train_time_` (seconds, main fit only), `n_train_`, `n_val_`, `n_remaining_`.
+        `train_time_` (seconds, main fit only), `n_train_`, `n_val_`, `n_remaining_`, and
+        `sigma_` (std of all samples' distances to the hyperplane: the unit of edit strengths).
         """
         self._check_params()
         x, latent_shape = self._check_latents(latents)
@@ -131,6 +132,10 @@ class LinearBoundary:
             self.remaining_accuracy_ = float("nan")
         self.n_train_, self.n_val_, self.n_remaining_ = len(y_train), len(y_val), len(middle)
         self.n_samples_, self.n_features_in_ = len(x), x.shape[1]
+        # Spread of all samples along the normal: editing strengths are given in units of it,
+        # so "+2" means the same for every attribute (the samples spread 1.0 along one normal
+        # and 1.9 along another on MobileStyleGAN).
+        self.sigma_ = float(np.std(x @ self._normal))
         self.stability_ = self._stability(x, train_pos, train_neg, rng)
         self.fitted_at_ = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return self
@@ -156,6 +161,7 @@ class LinearBoundary:
             "train_accuracy": self.train_accuracy_,
             "remaining_accuracy": self.remaining_accuracy_,
             "stability": self.stability_,
+            "sigma": self.sigma_,
             "train_time_s": self.train_time_,
             "n_samples": self.n_samples_,
             "n_train": self.n_train_,
