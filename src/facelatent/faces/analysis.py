@@ -14,6 +14,7 @@ photo without a face gets NaN scores (and ``found`` False in :meth:`FaceAnalyzer
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -34,6 +36,7 @@ __all__ = ["ATTRIBUTES", "MODELS", "AttributeSpec", "FaceAnalyzer", "FaceGeometr
 Images = Tensor | Sequence[Tensor]
 MIN_SIDE = 16   # pixels; smaller inputs are refused (YuNet's smallest anchor is 8 px at stride 8)
 MAX_ABS = 8.0   # larger values mean 0-255 images, not a generator's overshoot of [-1, 1]
+GENERATED_WORK_SIZE = 512  # generated faces are averaged down to about this size first
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,9 @@ class FaceGeometry:
                             self.generated)
 
 
-def _check_images(images: object) -> list[Tensor] | Tensor:
-    """A batch tensor, or a list of [3, H, W] tensors; ValueError naming what is wrong."""
+def _check_images(images: object, generated: bool = False) -> list[Tensor] | Tensor:
+    """A batch tensor, or a list of [3, H, W] tensors, checked and clipped to [-1, 1] (generated
+    faces also brought to the working size); ValueError naming what is wrong."""
     if isinstance(images, Tensor):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [N, 3, H, W] float RGB in [-1, 1], got "
@@ -161,24 +165,39 @@ def _check_images(images: object) -> list[Tensor] | Tensor:
     else:
         raise ValueError(f"images must be a tensor [N, 3, H, W] or a list of [3, H, W] tensors, "
                          f"got {type(images).__name__}")
+    prepared = []
     for im in checks:
         if not im.is_floating_point():
             raise ValueError(f"images must be float RGB in [-1, 1], got {im.dtype}; convert "
                              "uint8 with facelatent.images.from_uint8")
-        if not torch.isfinite(im).all():
-            raise ValueError("images hold NaN or inf values")
         if min(im.shape[-2:]) < MIN_SIDE:
             raise ValueError(f"images must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got "
                              f"{list(im.shape[-2:])}")
-        if float(im.detach().abs().amax()) > MAX_ABS:
+        lo, hi = (float(v) for v in torch.aminmax(im.detach()))   # one pass, no big temporary
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError("images hold NaN or inf values")
+        if max(-lo, hi) > MAX_ABS:
             raise ValueError(f"images must be float RGB in [-1, 1], got values up to "
-                             f"{float(im.detach().abs().amax()):.1f}; convert 0-255 images "
-                             "with x / 127.5 - 1")
-    # Generators overshoot [-1, 1] a little (MobileStyleGAN at psi 1 reaches about 3); the
-    # models were trained on real images, so clip as saving the image would.
-    if isinstance(items, Tensor):
-        return items.clamp(-1, 1)
-    return [im.clamp(-1, 1) for im in items]
+                             f"{max(-lo, hi):.1f}; convert 0-255 images with x / 127.5 - 1")
+        if generated:
+            im = _working_size(im)
+        # Generators overshoot [-1, 1] a little (MobileStyleGAN at psi 1 reaches about 3); the
+        # models were trained on real images, so clip as saving the image would.
+        prepared.append(im.clamp(-1, 1) if lo < -1 or hi > 1 else im)
+    return prepared[0] if isinstance(items, Tensor) else prepared
+
+
+def _working_size(images: Tensor) -> Tensor:
+    """Generated faces larger than :data:`GENERATED_WORK_SIZE` are averaged down by an integer
+    factor first. Every model reads a crop of at most 150 px from a face about 600 px wide at
+    1024, so nothing is lost, the crops are antialiased, and every later step (checks, copies,
+    crops, dlib's pyramid) touches a quarter of the pixels. The fixed geometry scales with the
+    image, so it stays exact when the factor divides the size."""
+    h, w = images.shape[-2:]
+    factor = min(h, w) // GENERATED_WORK_SIZE
+    if factor < 2 or h % factor or w % factor:
+        return images
+    return F.avg_pool2d(images, factor)
 
 
 class FaceAnalyzer:
@@ -216,7 +235,7 @@ class FaceAnalyzer:
                landmarks: bool = True) -> FaceGeometry:
         """Find one face per image. Generated faces get the fixed FFHQ geometry (and, with
         ``landmarks``, their own 68 points from the landmark net inside the fixed box)."""
-        items = _check_images(images)
+        items = _check_images(images, generated)
         if generated:
             if not isinstance(items, Tensor):
                 raise ValueError("generated=True needs one batch tensor [N, 3, H, W] of "
@@ -273,7 +292,7 @@ class FaceAnalyzer:
         (generated faces; photos pass through a detector that does not).
         """
         wanted = resolve_attributes(names)
-        items = _check_images(images)
+        items = _check_images(images, generated or bool(geometry and geometry.generated))
         models = {ATTRIBUTES[n].model for n in wanted}
         geom = geometry or self.locate(items, generated, landmarks="landmarks68" in models)
         n = len(items)
@@ -363,7 +382,7 @@ class FaceAnalyzer:
         """
         if model not in ("sface", "dlib"):
             raise ValueError(f"model must be 'sface' or 'dlib', got {model!r}")
-        items = _check_images(images)
+        items = _check_images(images, generated or bool(geometry and geometry.generated))
         geom = geometry or self.locate(items, generated, landmarks=False)
         net = self.model(model)
         n = len(items)
@@ -386,6 +405,8 @@ def _wants_grad(items: list[Tensor] | Tensor) -> bool:
 
 def _take(items: list[Tensor] | Tensor, idx: Tensor, device: torch.device) -> Images:
     if isinstance(items, Tensor):
+        if len(idx) == len(items) and bool((idx == torch.arange(len(idx), device=idx.device)).all()):
+            return items.to(device)                     # every row, in order: no copy
         return items[idx.to(items.device)].to(device)
     return [items[i].to(device) for i in idx.tolist()]
 
