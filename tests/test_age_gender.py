@@ -26,22 +26,7 @@ from facelatent.faces.age_gender import (
     AgeNet, GenderNet, read_manifest,
 )
 from facelatent.faces.dlib_resnet import DLIB_5POINT_TEMPLATE, dlib_chip
-
-
-def ort_session(model: onnx.ModelProto | str | Path) -> ort.InferenceSession:
-    """onnxruntime on a copy of ``model`` that also outputs the pre-softmax ``logits``."""
-    model = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    if "logits" not in [o.name for o in model.graph.output]:
-        model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                                None))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-    # Spinning ORT threads starve torch on 2 cores (see MODELS.md).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+from facelatent.faces.onnx_graph import reference_session
 
 
 def ort_logits(session: ort.InferenceSession, chips: torch.Tensor) -> np.ndarray:
@@ -171,7 +156,7 @@ def test_from_onnx_matches_onnxruntime_on_a_random_graph(kind: str, tmp_path: Pa
     chips = random_chips(3, cls.chip_size, seed=1)
     with torch.no_grad():
         ours = net(chips).numpy()
-    ref = ort_logits(ort_session(model), chips)
+    ref = ort_logits(reference_session(model, extra_outputs=["logits"]), chips)
     assert ours.shape == ref.shape == (3, 81 if kind == "age" else 2)
     assert np.abs(ref).max() > 0.1  # not a degenerate all-zero net
     assert np.abs(ours - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
@@ -436,7 +421,8 @@ def test_port_matches_onnxruntime_on_the_real_files(
         chips = torch.cat([random_chips(4, net.chip_size, seed=7), faces])
         with torch.no_grad():
             ours = net(chips).numpy()
-        ref = ort_logits(ort_session(file_path("age-gender", file)), chips)
+        ref = ort_logits(reference_session(file_path("age-gender", file),
+                                           extra_outputs=["logits"]), chips)
         diff = float(np.abs(ours - ref).max())
         print(f"{file}: max |logit port - onnxruntime| = {diff:.2e} over {len(chips)} chips "
               f"(max |logit| {np.abs(ref).max():.1f})")

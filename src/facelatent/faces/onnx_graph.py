@@ -16,14 +16,17 @@ Two quirks of exported files are handled here:
 
 Like :class:`facelatent.generators.ir.IRGraph`, the graph counts which constants a loader has
 taken, so the loader can fail on any constant it did not map.
+
+:func:`reference_session` is the other direction: onnxruntime running the file itself, after the
+same clean-up, as the reference the ports are tested and benchmarked against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -31,7 +34,10 @@ from onnx import helper, numpy_helper
 
 from facelatent.errors import WeightsError
 
-__all__ = ["OnnxGraph", "OnnxNode", "dequantize_linear"]
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = ["OnnxGraph", "OnnxNode", "dequantize_linear", "reference_session"]
 
 
 @dataclass
@@ -223,3 +229,73 @@ class OnnxGraph:
 def _as_float32(value: np.ndarray) -> np.ndarray:
     """Floating constants as float32; integer ones (shapes, axes) unchanged."""
     return value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
+
+
+# --- onnxruntime on the file, as the reference ------------------------------------------------
+
+def reference_session(path_or_model: str | Path | onnx.ModelProto, fold_dequantize: bool = False,
+                      threads: int = 1, extra_outputs: Sequence[str] = (),
+                      ) -> onnxruntime.InferenceSession:
+    """An onnxruntime CPU session on a cleaned copy of an ONNX model (the file is not changed).
+
+    The copy has the stale inputs dropped (see the module docstring) and a dynamic first
+    (batch) dimension on every input and output, named "N"; graphs whose reshapes fix the batch
+    (YuNet's) still run one image at a time. ``fold_dequantize``: replace each DequantizeLinear
+    whose inputs are all initialisers by its float32 value (:func:`dequantize_linear`); YuNet
+    needs it, as its int8 file gives ``block_size`` to per-tensor scales, which onnxruntime
+    rejects. ``threads``: onnxruntime's intra-op threads (inter-op: 1); they never spin, since
+    spinning threads starve PyTorch's on a small CPU. ``extra_outputs``: names of intermediate
+    float tensors to add as outputs (e.g. the logits before a softmax), after the graph's own.
+    """
+    import onnxruntime as ort
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    if isinstance(path_or_model, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(path_or_model)
+    else:
+        try:
+            model = onnx.load(str(path_or_model))
+        except Exception as exc:  # onnx raises DecodeError, OSError, ... for bad files
+            raise WeightsError(f"cannot read ONNX model {path_or_model}: {exc}; run "
+                               "`facelatent weights verify`") from exc
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    read = {name for node in graph.node for name in node.input if name}
+    keep = [i for i in graph.input if i.name not in inits and i.name in read]
+    del graph.input[:]
+    graph.input.extend(keep)
+    for value in list(graph.input) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].dim_param = "N"   # also clears a fixed dim_value (they are one field)
+    produced = {name for node in graph.node for name in node.output}
+    have = {o.name for o in graph.output}
+    for name in extra_outputs:
+        if name not in produced:
+            raise ValueError(f"extra_outputs: no node of {graph.name!r} computes {name!r}")
+        if name not in have:
+            graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            have.add(name)
+    if fold_dequantize:
+        nodes = []
+        for node in graph.node:
+            if node.op_type == "DequantizeLinear" and all(n in inits for n in node.input if n):
+                x, scale, *zero = (numpy_helper.to_array(inits[n]) if n else None
+                                   for n in node.input)
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                value = dequantize_linear(x, scale, zero[0] if zero else None,
+                                          int(attrs.get("axis", 1)),
+                                          int(attrs.get("block_size", 0)))
+                graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+            else:
+                nodes.append(node)
+        del graph.node[:]
+        graph.node.extend(nodes)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
