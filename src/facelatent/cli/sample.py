@@ -8,7 +8,7 @@ import sys
 
 from tqdm import tqdm
 
-from facelatent.faces.analysis import DEFAULT_ATTRIBUTES
+from facelatent.faces.analysis import STORE_ATTRIBUTES
 from facelatent.latents.engine import SampleSettings, sample_to_store
 from facelatent.latents.store import IDENTITY_MODELS
 
@@ -30,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--shard-size", type=int, default=None,
                    help="samples per shard of a new store (default 256; fixed at creation)")
     p.add_argument("--seed-start", type=int, default=0, help="seed of the first sample")
-    p.add_argument("--attributes", default=",".join(DEFAULT_ATTRIBUTES),
+    p.add_argument("--attributes", default=",".join(STORE_ATTRIBUTES),
                    help="attribute names or groups, comma-separated; 'none' or '' to skip "
-                        "scoring (default: %(default)s)")
+                        "scoring (default: every attribute, log-odds included)")
     p.add_argument("--identity", default=",".join(IDENTITY_MODELS),
                    help="identity embedders, comma-separated, or 'none' (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -101,6 +101,9 @@ _GROUPS = {"expression": tuple(f"expression_{e}" for e in EXPRESSIONS),
            "pose": ("yaw", "pitch", "roll")}
 DEFAULT_ATTRIBUTES = ("age", "gender", "smile", "yaw", "pitch", "roll", "mouth_open",
                       "eyes_open", "eyeglasses")
+# What a latent store keeps: every attribute, the unsaturated log-odds included (boundaries are
+# fitted on those: P(male) and P(happy) are within 0.01 of 0 or 1 for most generated faces).
+STORE_ATTRIBUTES = tuple(ATTRIBUTES)
 
 
 def resolve_attributes(names: Sequence[str] | str | None) -> tuple[str, ...]:
