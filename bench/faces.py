@@ -19,7 +19,8 @@ then the median of ``--repeats`` calls, divided by the faces (or photos) the cal
    default attributes) + ``embed(images, "sface", generated=True)`` in one call, against the
    target of 30 ms per face, with the share of its CPU time spent in the kernel and its page
    faults (glibc maps every large temporary afresh and the kernel zeroes each page); then the
-   crop functions alone, so the cost of cutting is apart.
+   input check (which also averages generated faces down to the working size every model
+   reads) and each crop function alone on that size, so the cost of cutting is apart.
 3. Photos: detection, + 68 landmarks, + all default attributes (``score``), per photo.
 
 The faces are generated once, in a subprocess of this script (the torch generator changes
@@ -152,17 +153,30 @@ class Load:
 # --- 1. networks on pre-cut inputs ----------------------------------------------------------
 
 def network_inputs(analyzer: FaceAnalyzer, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each network's input for every face, cut as the pipeline cuts it."""
+    """Each network's input for every face, cut as the pipeline cuts it (from the checked
+    images at the working size; YuNet from the images as given)."""
     with torch.inference_mode():
-        geom = analyzer.locate(images, generated=True, landmarks=True)
+        work = working_images(images)
+        geom = analyzer.locate(work, generated=True, landmarks=True)
         dlib5 = align.dlib5_from_landmarks68(geom.align68)
-        face = face_crop(images, geom.boxes)[0]
-        eyes = crop_boxes(images, eye_box_from_landmarks68(geom.align68))
+        face = face_crop(work, geom.boxes)[0]
+        eyes = crop_boxes(work, eye_box_from_landmarks68(geom.align68))
         return {"yunet": letterbox(list(images))[0], "landmarks68": face, "expression": face,
-                "age": dlib_chip(images, dlib5, AGE_CHIP_SIZE, CHIP_PADDING),
-                "gender": dlib_chip(images, dlib5, GENDER_CHIP_SIZE, CHIP_PADDING),
-                "eyeglasses": (eyes + 1) * 127.5, "sface": arcface_align(images, geom.points5),
-                "dlib": dlib_chip(images, dlib5)}
+                "age": dlib_chip(work, dlib5, AGE_CHIP_SIZE, CHIP_PADDING),
+                "gender": dlib_chip(work, dlib5, GENDER_CHIP_SIZE, CHIP_PADDING),
+                "eyeglasses": (eyes + 1) * 127.5, "sface": arcface_align(work, geom.points5),
+                "dlib": dlib_chip(work, dlib5)}
+
+
+def working_images(images: torch.Tensor) -> torch.Tensor:
+    """What every model of the pipeline reads for generated faces: the input check's output
+    (checked, clipped, averaged down to the working size). A private function: this bench
+    times it as the library runs it."""
+    from facelatent.faces.analysis import _check_images
+
+    work = _check_images(images, generated=True)
+    assert isinstance(work, torch.Tensor)
+    return work
 
 
 def onnx_input(name: str, x: torch.Tensor) -> dict[str, np.ndarray]:
@@ -236,22 +250,20 @@ def pipeline_stages(analyzer: FaceAnalyzer, images: torch.Tensor,
 
 
 def crop_calls(analyzer: FaceAnalyzer, images: torch.Tensor) -> dict[str, Callable[[], object]]:
-    """The crop functions alone, and the whole-batch passes score() makes, on the batch."""
+    """The input check, then each crop function alone on what it reads (the working size)."""
     with torch.inference_mode():
-        geom = analyzer.locate(images, generated=True, landmarks=True)
+        work = working_images(images)
+        geom = analyzer.locate(work, generated=True, landmarks=True)
     dlib5 = align.dlib5_from_landmarks68(geom.align68)
     eye_boxes = eye_box_from_landmarks68(geom.align68)
-    rows = torch.arange(len(images))
     return {
-        "face_crop 112 (landmarks68, expression)": lambda: face_crop(images, geom.boxes),
-        "dlib_chip 64 (age)": lambda: dlib_chip(images, dlib5, AGE_CHIP_SIZE, CHIP_PADDING),
-        "dlib_chip 32 (gender)": lambda: dlib_chip(images, dlib5, GENDER_CHIP_SIZE, CHIP_PADDING),
-        "crop_boxes 64x128 (eyeglasses)": lambda: crop_boxes(images, eye_boxes),
-        "arcface_align 112 (sface)": lambda: arcface_align(images, geom.points5),
-        "dlib_chip 150 (dlib)": lambda: dlib_chip(images, dlib5),
-        "finite check of the batch (in each score/locate/embed)":
-            lambda: bool(torch.isfinite(images).all()),
-        "batch copy images[rows] (in each score/embed)": lambda: images[rows],
+        "input check + average to the working size (per call)": lambda: working_images(images),
+        "face_crop 112 (landmarks68, expression)": lambda: face_crop(work, geom.boxes),
+        "dlib_chip 64 (age)": lambda: dlib_chip(work, dlib5, AGE_CHIP_SIZE, CHIP_PADDING),
+        "dlib_chip 32 (gender)": lambda: dlib_chip(work, dlib5, GENDER_CHIP_SIZE, CHIP_PADDING),
+        "crop_boxes 64x128 (eyeglasses)": lambda: crop_boxes(work, eye_boxes),
+        "arcface_align 112 (sface)": lambda: arcface_align(work, geom.points5),
+        "dlib_chip 150 (dlib)": lambda: dlib_chip(work, dlib5),
     }
 
 
@@ -271,6 +283,7 @@ def bench_pipeline(faces: torch.Tensor, repeats: int) -> dict[str, Any]:
                  for k, call in crop_calls(analyzer, images).items()}
         kernel = kernel_time(pipeline_stages(analyzer, images)[TOTAL], len(images))
         report[str(size)] = {"stages": stages, "crops": crops, "total_kernel": kernel,
+                             "working_side": int(working_images(images[:1]).shape[-1]),
                              "others_cpu_share": load.share()}
         print(f"  {size} px: total {stages[TOTAL]:.1f} ms/face",
               file=sys.stderr, flush=True)
@@ -377,7 +390,8 @@ def print_pipeline(pipe: dict[str, Any]) -> None:
     print(f"{'stage':<54}{head}")
     for key in pipe[sizes[0]]["stages"]:
         print(f"{key:<54}" + "".join(f"{pipe[s]['stages'][key]:10.2f}" for s in sizes))
-    print(f"{'crops alone, and whole-batch passes':<54}{head}")
+    work = "".join(f"{str(pipe[s]['working_side']) + ' px':>10}" for s in sizes)
+    print(f"{'input check, then crops alone on the working size':<54}{work}")
     for key in pipe[sizes[0]]["crops"]:
         print(f"  {key:<52}" + "".join(f"{pipe[s]['crops'][key]:10.2f}" for s in sizes))
     for s in sizes:
