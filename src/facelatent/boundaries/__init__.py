@@ -9,10 +9,13 @@
 
 from facelatent.boundaries.boundary import SPACES, Boundary, load_boundary
 from facelatent.boundaries.conditional import condition, condition_boundary, correlation_matrix
+from facelatent.boundaries.identity import (IdentityBoundaries, fit_identity_boundaries,
+                                            identity_labels, sample_identity)
 from facelatent.boundaries.linear import SOLVERS, LinearBoundary, shrunk_lda
 from facelatent.boundaries.unsupervised import ganspace, sefa, style_affines
 
 __all__ = [
     "SOLVERS", "SPACES", "Boundary", "LinearBoundary", "condition", "condition_boundary",
     "correlation_matrix", "ganspace", "load_boundary", "sefa", "shrunk_lda", "style_affines",
+    "IdentityBoundaries", "fit_identity_boundaries", "identity_labels", "sample_identity",
 ]

@@ -11,7 +11,8 @@ from facelatent.errors import FacelatentError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facelatent.cli import boundary, edit, evaluate, faces, generate, report, sample, weights
+    from facelatent.cli import (boundary, dataset, edit, evaluate, faces, generate, report,
+                                sample, weights)
 
     parser = argparse.ArgumentParser(
         prog="facelatent",
@@ -19,13 +20,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"facelatent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (weights, generate, faces, sample, boundary, edit, evaluate, report):
+    for module in (weights, generate, faces, sample, boundary, edit, evaluate, report,
+                   dataset):
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    from facelatent.runtime import passive_waiting
+
+    passive_waiting()            # before any command imports torch
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -9,7 +9,7 @@ import sys
 from tqdm import tqdm
 
 from facelatent.faces.analysis import STORE_ATTRIBUTES
-from facelatent.latents.engine import SampleSettings, sample_to_store
+from facelatent.latents.engine import Engine, LocalEngine, SampleSettings, sample_to_store
 from facelatent.latents.store import IDENTITY_MODELS
 
 
@@ -35,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "scoring (default: every attribute, log-odds included)")
     p.add_argument("--identity", default=",".join(IDENTITY_MODELS),
                    help="identity embedders, comma-separated, or 'none' (default: %(default)s)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: shards one after another in this process; ray: shards on Ray "
+                        "workers (pip install 'facelatent[ray]')")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: a running Ray cluster ('auto', host:port or "
+                        "ray://host:port); default: start a local Ray")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --engine ray: worker processes (default: one per CPU)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -48,11 +56,12 @@ def _names(value: str) -> tuple[str, ...]:
 class _Bar:
     """tqdm over samples, opened once the store says how many are done already."""
 
-    def __init__(self) -> None:
+    def __init__(self, desc: str = "sample") -> None:
+        self.desc = desc
         self.bar: tqdm | None = None  # type: ignore[type-arg]
 
     def start(self, total: int, done: int) -> None:
-        self.bar = tqdm(total=total, initial=done, unit="img", desc="sample", file=sys.stderr,
+        self.bar = tqdm(total=total, initial=done, unit="img", desc=self.desc, file=sys.stderr,
                         dynamic_ncols=True)
 
     def update(self, count: int) -> None:
@@ -64,17 +73,30 @@ class _Bar:
             self.bar.close()
 
 
+def _engine(args: argparse.Namespace) -> Engine:
+    if args.engine == "local":
+        if args.address is not None or args.workers is not None:
+            raise ValueError("--address and --workers are options of the Ray engine; add "
+                             "--engine ray, or drop them")
+        return LocalEngine()
+    from facelatent.latents.ray_engine import RayEngine
+
+    return RayEngine(address=args.address, workers=args.workers)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = SampleSettings(args.model, backend=args.backend, device=args.device,
                               truncation_psi=args.psi, truncation_space=args.space,
                               attributes=_names(args.attributes), identity=_names(args.identity),
                               batch=args.batch)
+    engine = _engine(args)
     bar = _Bar()
     try:
         report = sample_to_store(args.store, args.n, settings, seed_start=args.seed_start,
-                                 shard_size=args.shard_size, progress=bar)
+                                 shard_size=args.shard_size, engine=engine, progress=bar)
     finally:
         bar.close()
+        engine.close()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif report.action == "complete":

@@ -326,6 +326,12 @@ def build_report(store_path: str | Path, out: str | Path, boundaries: Sequence[s
         ("evaluation", "Edit evaluation", _evaluations_section(eval_dirs)),
     ]
     title = title or f"facelatent report: {Path(str(store_path)).name}"
+    return write_page(out, title, sections)
+
+
+def write_page(out: str | Path, title: str, sections: Sequence[tuple[str, str, str]]) -> Path:
+    """One self-contained HTML file: a title, a navigation line and ``(id, heading, html)``
+    sections."""
     nav = " · ".join(f'<a href="#{key}">{name}</a>' for key, name, _ in sections)
     body = "\n".join(f'<section id="{key}"><h2>{name}</h2>\n{content}\n</section>'
                      for key, name, content in sections)

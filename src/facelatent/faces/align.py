@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["FFHQ_FACE_BOX", "FFHQ_LANDMARKS68", "arcface5_from_landmarks68", "check_points",
+__all__ = ["FFHQ_FACE_BOX", "FFHQ_LANDMARKS68", "FixedGeometryDetector",
+           "arcface5_from_landmarks68", "check_points",
            "derive_ffhq_geometry", "dlib5_from_landmarks68", "ffhq_align", "ffhq_quad",
            "generated_face_boxes", "generated_landmarks68", "landmark_box_from_detection"]
 
@@ -239,3 +240,24 @@ def _sample_quad(image: Tensor, quad: Tensor, size: int) -> Tensor:
     grid = torch.stack([pts[..., 0] * 2 / w - 1, pts[..., 1] * 2 / h - 1], dim=-1)
     return F.grid_sample(image, grid[None], mode="bilinear", padding_mode="reflection",
                          align_corners=False)
+
+
+class FixedGeometryDetector(nn.Module):
+    """A detector that reports one face per image where the generator's average face is.
+
+    Same interface as `YuNetDetector.detect` (one `Detections` per image, score 1, YuNet's point
+    order). For FFHQ-aligned generated faces when per-image detection is not wanted, and as a
+    deterministic stand-in for YuNet in tests with random-weight face networks (which find no
+    faces in random images).
+    """
+
+    def detect(self, images: Tensor | list[Tensor], **_: object) -> list[object]:
+        from facelatent.faces.detect import Detections
+
+        out = []
+        for image in images:
+            batch = image[None]
+            box = generated_face_boxes(batch)
+            points = arcface5_from_landmarks68(generated_landmarks68(batch))
+            out.append(Detections(box, torch.ones(1, device=image.device), points))
+        return out

@@ -5,11 +5,11 @@ the loop over shards.
     report = sample_to_store("runs/ffhq", 20000, SampleSettings("mobilestylegan-ffhq"))
 
 The work is `run_shard(job)`: pure given its picklable `ShardJob` (seeds in, arrays out), with
-the networks loaded once per process and kept in a cache keyed by the model settings. The loop
-is `LocalEngine.run`, which runs the missing shards one after another and writes each as it
-finishes. A distributed engine keeps the same split: it maps `run_shard` over the jobs on its
-workers (each worker's cache keeps its models across shards) and writes the results from the
-driver with `LatentStore.write_shard`, so the store keeps a single writer.
+the networks loaded once per process and kept in a cache keyed by the model settings. An engine
+maps a function over jobs, ``engine.map(fn, jobs)`` -> ``(job, fn(job, models))`` pairs, and
+its ``run`` writes each shard from the driver with `write_shards`, so the store keeps a single
+writer. `LocalEngine` maps in this process, in order; `RayEngine` (latents/ray_engine.py) on
+Ray actors that keep their networks loaded across jobs, in order of completion.
 
 Determinism: a sample's z comes from its seed alone (`z_from_seeds`), the mapping runs over a
 whole shard at once, and every later stage treats each image on its own, so the batch size
@@ -19,27 +19,30 @@ settings is bit-identical: a killed run resumes to exactly what an uninterrupted
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
 from facelatent import __version__
+from facelatent.errors import FacelatentError
 from facelatent.faces.analysis import ATTRIBUTES, MODELS, FaceAnalyzer, resolve_attributes
 from facelatent.generators import Generator, get_generator, resolve_device
 from facelatent.latents.sampling import latents_for_seeds
 from facelatent.latents.store import IDENTITY_MODELS, LatentStore, StoreSpec
 
-__all__ = ["DEFAULT_SHARD_SIZE", "Engine", "LocalEngine", "Models", "SampleProgress",
-           "SampleReport", "SampleSettings", "ShardJob", "ShardResult", "load_models",
-           "model_provenance", "plan_shards", "run_shard", "sample_to_store"]
+__all__ = ["DEFAULT_SHARD_SIZE", "Engine", "JobError", "LocalEngine", "Models", "SampleProgress",
+           "SampleReport", "SampleSettings", "ShardJob", "ShardResult", "describe_job",
+           "load_models", "model_provenance", "plan_shards", "run_shard", "sample_to_store",
+           "write_shards"]
 
 DEFAULT_SHARD_SIZE = 256
 STAGES = ("generate", "score", "embed", "write")
@@ -219,19 +222,62 @@ def run_shard(job: ShardJob, models: Models | None = None,
 
 
 # -- the loop over shards -----------------------------------------------------------------------
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+class JobError(FacelatentError):
+    """A job failed on a worker: the message names the job and holds the worker's traceback."""
+
+    def __init__(self, job: object, message: str, worker_traceback: str = "") -> None:
+        super().__init__(message)
+        self.job = job
+        self.worker_traceback = worker_traceback
+
+
+def describe_job(job: object, limit: int = 200) -> str:
+    """The job's repr, cut to ``limit`` characters (a shard's seeds can run long)."""
+    text = repr(job)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class Engine(Protocol):
-    """Runs shard jobs and writes each result to the store (from one process)."""
+    """Runs jobs, in this process or on workers; results come back to the driver, which
+    writes them (so a store keeps a single writer)."""
 
     name: str
+
+    def map(self, fn: Callable[[J, Models | None], R],
+            jobs: Iterable[J]) -> Iterator[tuple[J, R]]:
+        """``(job, fn(job, models))`` for every job, as each finishes."""
+        ...
 
     def run(self, store: LatentStore, jobs: Sequence[ShardJob],
             progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
         """Write every job's shard; return each shard's stage timings in seconds."""
         ...
 
+    def close(self) -> None: ...
+
+
+def write_shards(store: LatentStore, results: Iterable[tuple[ShardJob, ShardResult]],
+                 progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+    """Write each result to ``store`` as it comes; return each shard's stage timings, "write"
+    included. ``progress(k)`` is told each shard's sample count after it is written."""
+    timings = []
+    for job, result in results:
+        t0 = time.perf_counter()
+        seconds = {k: round(v, 4) for k, v in result.seconds.items()}
+        store.write_shard(job.index, result.arrays,
+                          info={"seconds": seconds, "device": result.device})
+        timings.append({**result.seconds, "write": time.perf_counter() - t0})
+        if progress is not None:
+            progress(len(job.seeds))
+    return timings
+
 
 class LocalEngine:
-    """Runs the shards one after another in this process, writing each as it finishes.
+    """Runs the jobs one after another in this process, in order.
 
     ``models``: networks to use instead of the process cache (tests inject random-weight ones).
     """
@@ -241,17 +287,32 @@ class LocalEngine:
     def __init__(self, models: Models | None = None) -> None:
         self.models = models
 
+    def map(self, fn: Callable[[J, Models | None], R],
+            jobs: Iterable[J]) -> Iterator[tuple[J, R]]:
+        """``(job, fn(job, self.models))`` for each job in order. A job that raises stops the
+        iteration with its own exception, noted with the job."""
+        for job in jobs:
+            try:
+                result = fn(job, self.models)
+            except Exception as exc:
+                exc.add_note(f"while running {describe_job(job)}")
+                raise
+            yield job, result
+
     def run(self, store: LatentStore, jobs: Sequence[ShardJob],
             progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
-        timings = []
-        for job in jobs:
-            result = run_shard(job, self.models, on_batch=progress)
-            t0 = time.perf_counter()
-            seconds = {k: round(v, 4) for k, v in result.seconds.items()}
-            store.write_shard(job.index, result.arrays,
-                              info={"seconds": seconds, "device": result.device})
-            timings.append({**result.seconds, "write": time.perf_counter() - t0})
-        return timings
+        """Run and write the shards in order; ``progress`` hears of each batch."""
+        work = run_shard if progress is None else functools.partial(run_shard, on_batch=progress)
+        return write_shards(store, self.map(work, jobs))
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- one call: create, resume or extend ---------------------------------------------------------
