@@ -19,6 +19,9 @@ returning a table; a new section is one more function and one more entry):
    extrapolated per boundary (the fits are independent, so the time is linear in the count).
    Both use the same labels and the same train/validation split; the validation accuracies
    are compared on those same references. Ratio = svc time per boundary / ours.
+3. throughput: dataset images per second (render, detect, align, score, embed, write) with the
+   local engine against a local Ray of `--ray-workers` workers, same identities and settings;
+   also checks that both write the same metadata table.
 
 BLAS uses its default threads (`--threads` to change); liblinear's LinearSVC is
 single-threaded, as each of ExFaceGAN's worker processes is.
@@ -138,10 +141,75 @@ def fitting(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
             "rows": [*rows, base], "notes": notes}
 
 
-# A third section (images per second, local vs Ray) is added here by its author.
+def throughput(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    """Dataset images per second: the local engine (one process, all threads) against a local
+    Ray with `--ray-workers` workers (threads split between them), on the same identities, the
+    same settings and the real networks. Ray's start-up is timed apart from the build."""
+    import torch
+
+    from facelatent.datasets.writer import (DatasetJob, DatasetSettings, build_dataset,
+                                            build_shard, plan_classes)
+    from facelatent.latents.engine import LocalEngine
+    from facelatent.latents.ray_engine import RayEngine
+
+    ids, _ = ctx.fit(args, args.solvers[0], max(args.throughput_identities, 1))
+    ids = ids.select(np.sort(ids.seeds)[: args.throughput_identities])
+    ids.provenance = {**(ids.provenance or {}), "generator": args.generator}
+    settings = DatasetSettings(per_identity=args.per_identity, max_off=5.0, classes_per_shard=1,
+                               batch=args.per_identity)
+    rows, built = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        # Warm-up: load the networks in this process so the local run times only the work.
+        warm = ids.select(ids.seeds[:1])
+        build_dataset(Path(tmp) / "warm", warm, DatasetSettings(per_identity=1, max_off=5.0),
+                      engine=LocalEngine())
+        for name in ("local", "ray"):
+            start = time.perf_counter()
+            if name == "local":
+                engine: Any = LocalEngine()
+                ready = 0.0
+            else:
+                engine = RayEngine(workers=args.ray_workers)
+                # One one-image shard per worker: Ray, the workers and their networks are up
+                # before the timed build, as they are in this process for the local run.
+                warm_jobs = [DatasetJob(i, tuple(plan_classes(warm, False)),
+                                        DatasetSettings(per_identity=1, max_off=5.0),
+                                        args.generator, warm.space)
+                             for i in range(args.ray_workers)]
+                list(engine.map(build_shard, warm_jobs))
+                ready = time.perf_counter() - start
+            report = build_dataset(Path(tmp) / name, ids, settings, engine=engine)
+            engine.close()
+            built[name] = Path(tmp) / name
+            rows.append({"engine": name, "workers": 1 if name == "local" else args.ray_workers,
+                         "threads": torch.get_num_threads() if name == "local"
+                         else getattr(engine, "threads_per_worker", None),
+                         "images": report.samples_written, "start_s": ready,
+                         "wall_s": report.seconds, "images_per_s": report.images_per_s})
+        same = _same_tables(built["local"], built["ray"])
+    rows[1]["ratio"] = rows[1]["images_per_s"] / rows[0]["images_per_s"]
+    return {"title": f"3. dataset images/s on this machine ({args.throughput_identities} "
+                     f"identities x {args.per_identity} images, real networks)",
+            "columns": [("engine", "<8", "s"), ("workers", ">8", "d"), ("threads", ">8", "d"),
+                        ("images", ">8", "d"), ("start_s", ">9", ".1f"), ("wall_s", ">9", ".1f"),
+                        ("images_per_s", ">8", ".2f"), ("ratio", ">8", ".2f")],
+            "headers": {"start_s": "start s", "wall_s": "build s", "images_per_s": "img/s"},
+            "rows": rows,
+            "notes": ["ratio = Ray img/s / local img/s (the local engine also has all cores); "
+                      "start s = Ray, its workers and their networks starting (not in build s)",
+                      f"metadata tables of the two builds identical: {same}"]}
+
+
+def _same_tables(a: Path, b: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(a / "metadata.parquet").equals(pq.read_table(b / "metadata.parquet"))
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Context], dict[str, Any]]] = {
     "storage": storage,
     "fitting": fitting,
+    "throughput": throughput,
 }
 
 
@@ -180,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="covariance shrinkage for lda/logistic (default: Ledoit-Wolf)")
     p.add_argument("--seed", type=int, default=0, help="seeds the reference pick and splits")
     p.add_argument("--threads", type=int, default=0, help="BLAS threads (0 = library default)")
+    p.add_argument("--throughput-identities", type=int, default=8,
+                   help="throughput section: identities to build (one shard each)")
+    p.add_argument("--per-identity", type=int, default=4, help="throughput section: images each")
+    p.add_argument("--ray-workers", type=int, default=2, help="throughput section: Ray workers")
+    p.add_argument("--generator", default="mobilestylegan-ffhq", help="throughput section")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args(argv)
     args.solvers = [s for s in args.solvers.split(",") if s]

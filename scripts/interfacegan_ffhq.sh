@@ -47,8 +47,14 @@ for a in "${ATTRS[@]}"; do
     --size 192 --out "$OUT/edits/${a}_w"
 done
 
-# Evaluations: plain vs conditional where a condition applies.
+# Conditional edit grids: the same seeds, each edit made orthogonal to its entangled attribute.
 declare -A COND=([age]=gender [eyeglasses]=age [gender]=age [smile]=gender)
+for a in "${!COND[@]}"; do
+  "$FL" edit --seeds 0-7 --boundary "$B/${a}_w.npz" --condition "$B/${COND[$a]}_w.npz" \
+    --range -3 3 --steps 7 --psi 0.7 --size 192 --out "$OUT/edits/${a}_w_given_${COND[$a]}"
+done
+
+# Evaluations: plain vs conditional where a condition applies.
 for a in "${ATTRS[@]}"; do
   extra=()
   if [[ -n "${COND[$a]:-}" ]]; then extra=(--condition "$B/${COND[$a]}_w.npz"); fi
