@@ -226,7 +226,7 @@ def test_report_is_one_self_contained_html_file(store, boundaries, evaluated, tm
     assert "samples/s" in page and "random weights (test)" in page
     images = re.findall(r'<img src="([^"]*)"', page)
     # histograms, heatmap, edit grid, 2 evaluation grids, curves
-    assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 6 and all(src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in images)
     assert "http://" not in page and "https://" not in page
     assert "<link" not in page and "<script" not in page
     again = build_report(store, tmp_path / "bare.html")          # nothing but the store

@@ -37,11 +37,29 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def data_uri(png: bytes) -> str:
-    """`data:image/png;base64,...` for an `<img src>`: the image travels inside the HTML."""
+def data_uri(image: bytes) -> str:
+    """`data:image/png;base64,...` (or jpeg, by the bytes' signature) for an `<img src>`: the
+    image travels inside the HTML."""
     import base64
 
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    mime = "image/jpeg" if image[:3] == b"\xff\xd8\xff" else "image/png"
+    return f"data:{mime};base64," + base64.b64encode(image).decode("ascii")
+
+
+def photo_jpeg(path: str | Path, max_side: int = 1400, quality: int = 88) -> bytes:
+    """An image file (edit grids, face crops) as JPEG bytes at most `max_side` pixels on its
+    longer side: photographs cost a tenth of their PNG size in a report, with no visible loss
+    at screen size."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((max_side, max_side), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def _grid(k: int, cols: int = 4, size: float = 3.0) -> tuple[Any, list[Any]]:

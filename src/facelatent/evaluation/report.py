@@ -38,7 +38,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
        padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
-th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; border: 1px solid #eee; } figure { margin: 1em 0; }
 figcaption { font-size: .85em; color: #555; } code { font-size: .85em; }
@@ -242,6 +243,8 @@ def _find(paths: Sequence[str | Path], name: str) -> list[Path]:
 
 
 def _edits_section(edit_dirs: Sequence[Path], eval_dirs: Sequence[Path]) -> str:
+    from facelatent.evaluation.plots import photo_jpeg
+
     parts = []
     for d in edit_dirs:
         info = json.loads((d / "edit.json").read_text())
@@ -249,7 +252,7 @@ def _edits_section(edit_dirs: Sequence[Path], eval_dirs: Sequence[Path]) -> str:
         if grid.is_file():
             b = info.get("boundary", {})
             conds = ", ".join(info.get("conditions") or []) or "none"
-            parts.append(_img(grid.read_bytes(),
+            parts.append(_img(photo_jpeg(grid),
                               f"{_e(b.get('attribute'))} ({_e(b.get('space'))}), {_e(info.get('mode'))}, "
                               f"unit {_e(info.get('unit'))}, layers {_e(info.get('layers') or 'all')}, "
                               f"conditions {_e(conds)}; {_e(d)}", alt="edit grid"))
@@ -257,7 +260,7 @@ def _edits_section(edit_dirs: Sequence[Path], eval_dirs: Sequence[Path]) -> str:
         data = json.loads((d / "evaluation.json").read_text())
         for key, name in (data.get("files") or {}).items():
             if key.startswith("grid_") and (d / name).is_file():
-                parts.append(_img((d / name).read_bytes(),
+                parts.append(_img(photo_jpeg(d / name),
                                   f"{_e(data['boundary'].get('attribute'))}, {_e(key[5:])} edit "
                                   f"({_e(data.get('unit'))} units); {_e(d)}", alt="edit grid"))
     return "\n".join(parts) or ("<p class='note'>No edit grids given (<code>--edits</code>, "
