@@ -3,6 +3,7 @@
     python bench/boundaries.py [--n 20000] [--dim 512] [--noise 1.0] [--seeds 3] [--svc-cap 3000]
                                [--repeats 3] [--generator mobilestylegan-ffhq]
                                [--store DIR --attribute smile [--space w]] [--threads 1] [--json]
+    python bench/boundaries.py --throughput 64 [--batch 8]    # sampling: samples per second
 
 Data. By default, synthetic data shaped like the real problem: N latents of D dimensions
 (Gaussian, each dimension with its own scale and offset, like W), and scores = a linear
@@ -159,6 +160,38 @@ def print_table(results: list[dict[str, Any]], header: str) -> None:
                   f"{r['speedup_vs_svc']:>9.1f}x{r['delta_val_vs_svc']:>+8.4f}")
 
 
+def sampling_throughput(n: int, batch: int, generator: str) -> list[dict[str, Any]]:
+    """Samples per second of the store's work (`run_shard`: render, score every store attribute,
+    embed with both recognisers) against rendering alone, same seeds, same process, networks
+    loaded and warmed first."""
+    import torch
+
+    from facelatent.faces.analysis import STORE_ATTRIBUTES
+    from facelatent.latents.engine import SampleSettings, ShardJob, load_models, run_shard
+    from facelatent.latents.sampling import latents_for_seeds
+
+    settings = SampleSettings(generator, attributes=STORE_ATTRIBUTES, identity=("sface", "dlib"),
+                              batch=batch)
+    models = load_models(settings)
+    run_shard(ShardJob(0, tuple(range(10**6, 10**6 + batch)), settings), models)   # warm-up
+    seeds = tuple(range(n))
+    G = models.generator
+    start = time.perf_counter()
+    with torch.no_grad():
+        _, w = latents_for_seeds(G, list(seeds), 1.0, "w")
+        for i in range(0, n, batch):
+            G.synthesis(w[i:i + batch])
+    render = time.perf_counter() - start
+    start = time.perf_counter()
+    result = run_shard(ShardJob(0, seeds, settings), models)
+    full = time.perf_counter() - start
+    stages = ", ".join(f"{k} {v / n * 1e3:.0f}" for k, v in result.seconds.items())
+    return [{"work": "render only (baseline)", "n": n, "seconds": render, "samples_per_s": n / render},
+            {"work": f"store shard: render + {len(STORE_ATTRIBUTES)} scores + 2 embeddings",
+             "n": n, "seconds": full, "samples_per_s": n / full, "ratio": render / full,
+             "stages_ms": stages}]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=20000, help="synthetic samples")
@@ -173,8 +206,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attribute", default="smile", help="score name in the store")
     p.add_argument("--space", choices=("w", "z"), default="w", help="latent space in the store")
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (0 = library default)")
+    p.add_argument("--throughput", type=int, default=0, metavar="N",
+                   help="also time the store's sampling on N samples of --sample-generator "
+                        "(0 = skip)")
+    p.add_argument("--sample-generator", default="mobilestylegan-ffhq",
+                   help="generator for --throughput")
+    p.add_argument("--batch", type=int, default=8, help="images per pass for --throughput")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = p.parse_args(argv)
+    if args.throughput:
+        rows = sampling_throughput(args.throughput, args.batch, args.sample_generator)
+        if args.json:
+            print(json.dumps(jsonable({"throughput": rows}), indent=2))
+        else:
+            print(f"sampling throughput, {args.sample_generator}, batch {args.batch}, "
+                  f"{os.cpu_count()} CPUs")
+            for r in rows:
+                extra = (f"  {r['ratio']:.2f}x of render-only speed; ms/sample {r['stages_ms']}"
+                         if "ratio" in r else "")
+                print(f"  {r['work']:<52} {r['n']:>5} in {r['seconds']:7.1f} s = "
+                      f"{r['samples_per_s']:5.2f} samples/s{extra}")
+        return 0
 
     runs = []
     start = time.perf_counter()
