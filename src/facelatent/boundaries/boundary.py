@@ -121,14 +121,20 @@ class Boundary:
             "metrics": np.str_(json.dumps(jsonable(self.metrics), sort_keys=True)),
             "provenance": np.str_(json.dumps(jsonable(self.provenance), sort_keys=True)),
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return save_npz_atomic(path, arrays)
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, Any], compressed: bool = False) -> Path:
+    """Write ``arrays`` to the `.npz` at ``path`` through a temporary file and a rename, so a
+    reader never sees half a file and a killed writer leaves the old one intact."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def load_boundary(path: str | os.PathLike[str]) -> Boundary:

@@ -78,7 +78,7 @@ from typing import Any
 import numpy as np
 
 from facelatent import __version__
-from facelatent.boundaries.boundary import jsonable
+from facelatent.boundaries.boundary import jsonable, save_npz_atomic
 
 __all__ = ["IDENTITY_SOLVERS", "LABEL_RULES", "SAMPLE_MODES", "IdentityBoundaries",
            "fit_identity_boundaries", "identity_labels", "sample_identity"]
@@ -205,14 +205,7 @@ class IdentityBoundaries:
             "provenance": np.str_(json.dumps(jsonable(self.provenance), sort_keys=True)),
         }
         arrays.update({f"metric.{k}": v for k, v in self.metrics.items()})
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return save_npz_atomic(path, arrays, compressed=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> IdentityBoundaries:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from facelatent.cli.sample import ProgressBar, add_engine_arguments, engine_from_args
+
 BOUNDARIES_FILE = "boundaries.npz"
 
 
@@ -75,9 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--classes-per-shard", type=int, default=4)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--engine", choices=("local", "ray"), default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
-    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: CPUs)")
+    add_engine_arguments(p)
     p.add_argument("--out", required=True, help="dataset folder")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_build)
@@ -158,7 +158,6 @@ def _fit_summary(ids: Any, target: Path) -> dict[str, Any]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from facelatent.cli.sample import _Bar, _engine
     from facelatent.boundaries.identity import IdentityBoundaries
     from facelatent.datasets.writer import DatasetSettings, build_dataset
 
@@ -170,14 +169,9 @@ def run_build(args: argparse.Namespace) -> int:
                                mode=args.mode, both_sides=args.both_sides, seed=args.seed,
                                full_size=args.full_size, batch=args.batch, device=args.device,
                                classes_per_shard=args.classes_per_shard)
-    engine = _engine(args)
-    bar = _Bar("dataset")
-    try:
+    with engine_from_args(args) as engine, ProgressBar("dataset") as bar:
         report = build_dataset(args.out, ids, settings, generator=args.model, engine=engine,
                                source=str(source), progress=bar.update, on_start=bar.start)
-    finally:
-        bar.close()
-        engine.close()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif report.action == "complete":

@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "scoring (default: every attribute, log-odds included)")
     p.add_argument("--identity", default=",".join(IDENTITY_MODELS),
                    help="identity embedders, comma-separated, or 'none' (default: %(default)s)")
+    add_engine_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """--engine, --address and --workers (read back by `engine_from_args`)."""
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: shards one after another in this process; ray: shards on Ray "
                         "workers (pip install 'facelatent[ray]')")
@@ -43,8 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "ray://host:port); default: start a local Ray")
     p.add_argument("--workers", type=int, default=None,
                    help="with --engine ray: worker processes (default: one per CPU)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=run)
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -53,8 +58,9 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-class _Bar:
-    """tqdm over samples, opened once the store says how many are done already."""
+class ProgressBar:
+    """tqdm over samples, opened once the work says how many are done already; a context
+    manager that closes it."""
 
     def __init__(self, desc: str = "sample") -> None:
         self.desc = desc
@@ -72,8 +78,14 @@ class _Bar:
         if self.bar is not None:
             self.bar.close()
 
+    def __enter__(self) -> ProgressBar:
+        return self
 
-def _engine(args: argparse.Namespace) -> Engine:
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def engine_from_args(args: argparse.Namespace) -> Engine:
     if args.engine == "local":
         if args.address is not None or args.workers is not None:
             raise ValueError("--address and --workers are options of the Ray engine; add "
@@ -89,14 +101,9 @@ def run(args: argparse.Namespace) -> int:
                               truncation_psi=args.psi, truncation_space=args.space,
                               attributes=_names(args.attributes), identity=_names(args.identity),
                               batch=args.batch)
-    engine = _engine(args)
-    bar = _Bar()
-    try:
+    with engine_from_args(args) as engine, ProgressBar() as bar:
         report = sample_to_store(args.store, args.n, settings, seed_start=args.seed_start,
                                  shard_size=args.shard_size, engine=engine, progress=bar)
-    finally:
-        bar.close()
-        engine.close()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif report.action == "complete":

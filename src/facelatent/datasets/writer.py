@@ -30,6 +30,7 @@ keep their row (``face`` False, no image), so no later sample shifts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -44,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from facelatent import __version__
 from facelatent.errors import FacelatentError
@@ -61,7 +61,6 @@ DATASET_ATTRIBUTES = ("yaw", "pitch", "roll", "age", "gender_logit", "smile", "s
                       "expression_angry", "expression_fearful", "expression_disgusted",
                       "expression_surprised", "eyeglasses")
 EMBEDDERS = ("sface", "dlib")
-WORK_SIZE = 512          # generated faces are averaged down to this size before detection
 
 
 @dataclass(frozen=True)
@@ -112,9 +111,9 @@ class ClassPlan:
     index: int                            # class number, the folder name
     reference_seed: int
     side: str                             # "same" or "other"
-    normal: tuple[float, ...]
+    normal: np.ndarray                    # [D] unit, towards the reference's identity
     intercept: float
-    latent: tuple[float, ...]
+    latent: np.ndarray                    # [D] the reference's own latent
 
 
 @dataclass(frozen=True)
@@ -147,9 +146,9 @@ def plan_classes(identities: Any, both_sides: bool) -> list[ClassPlan]:
     for i in order:
         for side in sides:
             plans.append(ClassPlan(len(plans), int(identities.seeds[i]), side,
-                                   tuple(float(v) for v in identities.normals[i]),
+                                   np.asarray(identities.normals[i]),
                                    float(identities.intercepts[i]),
-                                   tuple(float(v) for v in identities.latents[i])))
+                                   np.asarray(identities.latents[i])))
     return plans
 
 
@@ -165,6 +164,7 @@ def build_shard(job: DatasetJob, models: Any = None) -> ShardRows:
     this process's cached real networks.
     """
     from facelatent.boundaries.identity import sample_identity
+    from facelatent.faces.analysis import working_size
     from facelatent.faces.sface import arcface_align
     from facelatent.images import resize, to_uint8
     from facelatent.latents.engine import SampleSettings, load_models
@@ -178,12 +178,12 @@ def build_shard(job: DatasetJob, models: Any = None) -> ShardRows:
                                                   "offset", "offset_norm", "latent")}
     t0 = time.perf_counter()
     for plan in job.classes:
-        normal, latent = np.asarray(plan.normal), np.asarray(plan.latent)
         latents, _, norms = sample_identity(
-            (normal, plan.intercept, latent), s.per_identity, max_off=s.max_off, mode=s.mode,
-            side=plan.side, seed=_class_seed(s, plan))
+            (plan.normal, plan.intercept, plan.latent), s.per_identity, max_off=s.max_off,
+            mode=s.mode, side=plan.side, seed=_class_seed(s, plan))
         # Signed: how far each sample moved along the normal (> 0 towards the identity).
-        offsets = (latents.astype(np.float64) - latent) @ (normal / np.linalg.norm(normal))
+        offsets = ((latents.astype(np.float64) - plan.latent)
+                   @ (plan.normal / np.linalg.norm(plan.normal)))
         n = len(latents)
         cols["identity"].append(np.full(n, plan.index, np.int32))
         cols["sample"].append(np.arange(n, dtype=np.int32))
@@ -207,10 +207,7 @@ def build_shard(job: DatasetJob, models: Any = None) -> ShardRows:
             t0 = time.perf_counter()
             part = latents[start:start + s.batch].to(G.device)
             ws = G.mapping(part, truncation_psi=s.truncation_psi) if job.space == "z" else part
-            images = G.synthesis(ws).clamp(-1, 1)
-            factor = min(images.shape[-2:]) // WORK_SIZE
-            if factor >= 2:
-                images = F.avg_pool2d(images, factor)
+            images = working_size(G.synthesis(ws).clamp(-1, 1))
             t1 = time.perf_counter()
             geom = analyzer.locate(images)          # detection + 68 landmarks, per image
             sl = slice(start, start + images.shape[0])
@@ -249,10 +246,7 @@ def _table(columns: dict[str, np.ndarray], paths: list[str]) -> Any:
     import pyarrow as pa
 
     arrays, names = [], []
-    ordered = dict(columns)
-    ordered = {**{k: ordered.pop(k) for k in list(ordered)[:6]},
-               "path": np.asarray(paths, object), **ordered}
-    for name, values in ordered.items():
+    for name, values in {**columns, "path": np.asarray(paths, object)}.items():
         if name in ("latent",) or name.startswith("embedding_"):
             flat = pa.array(values.reshape(-1).astype(np.float32))
             arrays.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1]))
@@ -353,12 +347,13 @@ class DatasetReport:
         return out
 
 
-def _identity_source(identities: Any, source: str | None) -> dict[str, Any]:
+def _identity_key(identities: Any) -> dict[str, Any]:
+    """What a resumed build must share with the first: which references, labelled how."""
     prov = dict(getattr(identities, "provenance", {}) or {})
     seeds = np.sort(np.asarray(identities.seeds, np.int64))
-    return {"path": source, "space": identities.space, "label_model": identities.model,
+    return {"space": identities.space, "label_model": identities.model,
             "references": int(len(seeds)),
-            "seeds_sha256": __import__("hashlib").sha256(seeds.tobytes()).hexdigest(),
+            "seeds_sha256": hashlib.sha256(seeds.tobytes()).hexdigest(),
             "store": prov.get("store"), "generator": prov.get("generator")}
 
 
@@ -388,7 +383,7 @@ def build_dataset(out: str | Path, identities: Any, settings: DatasetSettings, *
     k = settings.classes_per_shard
     shards = [tuple(plans[i:i + k]) for i in range(0, len(plans), k)]
     key = {"settings": settings.identity_key(), "generator": generator,
-           "identities": _identity_source(identities, source)}
+           "identities": _identity_key(identities)}
     manifest_path = root / MANIFEST
     root.mkdir(parents=True, exist_ok=True)
     with _writer_lock(root):
@@ -397,21 +392,16 @@ def build_dataset(out: str | Path, identities: Any, settings: DatasetSettings, *
             if manifest.get("format") != FORMAT:
                 raise FacelatentError(f"{root} holds a {MANIFEST} that is not a facelatent "
                                       "dataset manifest; choose another folder")
-            held = {k2: manifest.get(k2) for k2 in key}
-            held["identities"] = {k3: v for k3, v in (held["identities"] or {}).items()
-                                  if k3 != "path"}
-            want = dict(key, identities={k3: v for k3, v in key["identities"].items()
-                                         if k3 != "path"})
-            if held != want:
-                diffs = [name for name in want if held.get(name) != want[name]]
+            diffs = [name for name in key if manifest.get(name) != key[name]]
+            if diffs:
                 raise FacelatentError(
                     f"dataset {root} was made with other {' and '.join(diffs)}: "
-                    f"held {json.dumps({d: held.get(d) for d in diffs})}, asked "
-                    f"{json.dumps({d: want[d] for d in diffs})}; use a new --out folder")
+                    f"held {json.dumps({d: manifest.get(d) for d in diffs})}, asked "
+                    f"{json.dumps({d: key[d] for d in diffs})}; use a new --out folder")
             action = "resumed"
         else:
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            manifest = {"format": FORMAT, "format_version": 1, **key,
+            manifest = {"format": FORMAT, "format_version": 1, **key, "identities_path": source,
                         "label_model": identities.model, "sampling": settings.mode,
                         "max_off": settings.max_off, "classes": len(plans),
                         "per_identity": settings.per_identity, "shards_total": len(shards),

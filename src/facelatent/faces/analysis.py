@@ -183,14 +183,14 @@ def _check_images(images: object, generated: bool = False) -> list[Tensor] | Ten
             raise ValueError(f"images must be float RGB in [-1, 1], got values up to "
                              f"{max(-lo, hi):.1f}; convert 0-255 images with x / 127.5 - 1")
         if generated:
-            im = _working_size(im)
+            im = working_size(im)
         # Generators overshoot [-1, 1] a little (MobileStyleGAN at psi 1 reaches about 3); the
         # models were trained on real images, so clip as saving the image would.
         prepared.append(im.clamp(-1, 1) if lo < -1 or hi > 1 else im)
     return prepared[0] if isinstance(items, Tensor) else prepared
 
 
-def _working_size(images: Tensor) -> Tensor:
+def working_size(images: Tensor) -> Tensor:
     """Generated faces larger than :data:`GENERATED_WORK_SIZE` are averaged down by an integer
     factor first. Every model reads a crop of at most 150 px from a face about 600 px wide at
     1024, so nothing is lost, the crops are antialiased, and every later step (checks, copies,
