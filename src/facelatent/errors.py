@@ -7,3 +7,7 @@ class FacelatentError(Exception):
 
 class WeightsError(FacelatentError):
     """A model file is missing, corrupt, or could not be fetched."""
+
+
+class FileFormatError(FacelatentError, ValueError):
+    """A file is missing parts, damaged, of another kind, or too large; the message names it."""
