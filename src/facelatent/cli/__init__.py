@@ -11,8 +11,8 @@ from facelatent.errors import FacelatentError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facelatent.cli import (boundary, dataset, edit, evaluate, faces, generate, report,
-                                sample, weights)
+    from facelatent.cli import (boundary, dataset, edit, evaluate, faces, generate, identity,
+                                report, sample, weights)
 
     parser = argparse.ArgumentParser(
         prog="facelatent",
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"facelatent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (weights, generate, faces, sample, boundary, edit, evaluate, report,
-                   dataset):
+                   identity, dataset):
         module.register(sub)
     return parser
 
