@@ -144,9 +144,9 @@ def test_write_shard_refuses_wrong_arrays_shapes_and_seeds(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"truncation_psi": 0.7}, "truncation_psi: 1.0 in the store, 0.7 asked"),
-    ({"generator": "other"}, "generator: 'g' in the store, 'other' asked"),
-    ({"attributes": ("age",)}, "attributes: \\['age', 'smile'\\] in the store, \\['age'\\]"),
+    ({"truncation_psi": 0.7}, "truncation_psi: 1.0 held, 0.7 asked"),
+    ({"generator": "other"}, "generator: 'g' held, 'other' asked"),
+    ({"attributes": ("age",)}, "attributes: \\['age', 'smile'\\] held, \\['age'\\]"),
     ({"identity": ("sface", "dlib")}, "identity:"),
     ({"seed_start": 1}, "seed_start:"),
 ])
@@ -250,7 +250,7 @@ def test_scored_store_does_not_depend_on_the_batch_size(tmp_path: Path,
     a, b = LatentStore.open(tmp_path / "b2"), LatentStore.open(tmp_path / "b3")
     assert a.spec.attributes == DEFAULT_ATTRIBUTES and a.spec.identity == ("sface", "dlib")
     assert a.manifest["model_assets"] == {"face_models": "random weights (test)"}
-    assert set(a.manifest["shards"]["0"]["seconds"]) == {"generate", "score", "embed"}
+    assert set(a.manifest["shards"]["0"]["seconds"]) == {"generate", "score", "embed", "write"}
     for name in a.spec.arrays():
         x, y = a.read(name), b.read(name)
         assert np.isfinite(x).all(), name
@@ -298,7 +298,7 @@ def test_cli_sample_creates_resumes_and_summarises(tmp_path: Path, capsys) -> No
     summary = json.loads(capsys.readouterr().out)
     assert (summary["action"], summary["samples"], summary["shards_written"]) == ("extended", 9, 2)
     assert main([*args, "--psi", "0.8"]) == 2
-    assert "truncation_psi: 1.0 in the store, 0.8 asked" in capsys.readouterr().err
+    assert "truncation_psi: 1.0 held, 0.8 asked" in capsys.readouterr().err
     manifest = LatentStore.open(tmp_path / "st").manifest
     assert manifest["attributes"] == [] and manifest["identity"] == []
 

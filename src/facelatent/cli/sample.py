@@ -9,8 +9,9 @@ import sys
 from tqdm import tqdm
 
 from facelatent.faces.analysis import STORE_ATTRIBUTES
-from facelatent.latents.engine import Engine, LocalEngine, SampleSettings, sample_to_store
+from facelatent.latents.engine import SampleSettings, sample_to_store
 from facelatent.latents.store import IDENTITY_MODELS
+from facelatent.runs import Engine, LocalEngine
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -97,6 +98,10 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
 
 
 def run(args: argparse.Namespace) -> int:
+    if str(args.store).startswith("memory://"):
+        raise ValueError(f"--store {args.store}: a memory:// store lives only as long as this "
+                         "command and would be lost when it ends; give a folder or a "
+                         "persistent URL (e.g. s3://bucket/run)")
     settings = SampleSettings(args.model, backend=args.backend, device=args.device,
                               truncation_psi=args.psi, truncation_space=args.space,
                               attributes=_names(args.attributes), identity=_names(args.identity),
@@ -109,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     elif report.action == "complete":
         print(f"{report.path}: all {report.samples} samples are there already; nothing to do")
     else:
+        if report.repaired:
+            print(f"{report.path}: {report.repaired} damaged shards were found and rewritten")
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.stage_seconds.items() if v)
         print(f"{report.path} ({report.action}): {report.samples} samples; wrote "
               f"{report.shards_written} shards, {report.samples_written} samples in "

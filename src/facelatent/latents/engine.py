@@ -1,15 +1,13 @@
 """Filling a LatentStore: the plan (which seeds go in which shard), the work for one shard, and
-the loop over shards.
+the call that creates, resumes, repairs or extends a store.
 
     from facelatent.latents.engine import SampleSettings, sample_to_store
     report = sample_to_store("runs/ffhq", 20000, SampleSettings("mobilestylegan-ffhq"))
 
 The work is `run_shard(job)`: pure given its picklable `ShardJob` (seeds in, arrays out), with
-the networks loaded once per process and kept in a cache keyed by the model settings. An engine
-maps a function over jobs, ``engine.map(fn, jobs)`` -> ``(job, fn(job, models))`` pairs, and
-its ``run`` writes each shard from the driver with `write_shards`, so the store keeps a single
-writer. `LocalEngine` maps in this process, in order; `RayEngine` (latents/ray_engine.py) on
-Ray actors that keep their networks loaded across jobs, in order of completion.
+the networks from the process's model cache (`facelatent.runs.load_models`). The loop, the
+writer lock, the resume check and the record of done shards are `facelatent.runs.ShardedRun`,
+shared with the dataset writer; an engine (`facelatent.runs`) runs the jobs.
 
 Determinism: a sample's z comes from its seed alone (`z_from_seeds`), the mapping runs over a
 whole shard at once, and every later stage treats each image on its own, so the batch size
@@ -23,26 +21,29 @@ import functools
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from facelatent import __version__
-from facelatent.errors import FacelatentError
-from facelatent.faces.analysis import ATTRIBUTES, MODELS, FaceAnalyzer, resolve_attributes
-from facelatent.generators import Generator, get_generator, resolve_device
+from facelatent.faces.analysis import ATTRIBUTES, MODELS, resolve_attributes
 from facelatent.latents.sampling import latents_for_seeds
 from facelatent.latents.store import IDENTITY_MODELS, LatentStore, StoreSpec
+from facelatent.ranges import SEED_LIMIT
+from facelatent.runs.engine import Engine, JobError, LocalEngine, describe_job
+from facelatent.runs.models import Models
+from facelatent.runs.models import load_models as _load_models
+from facelatent.runs.sharded import Progress, ShardedRun, ShardWrite, now
 
-__all__ = ["DEFAULT_SHARD_SIZE", "Engine", "JobError", "LocalEngine", "Models", "SampleProgress",
-           "SampleReport", "SampleSettings", "ShardJob", "ShardResult", "describe_job",
-           "load_models", "model_provenance", "plan_shards", "run_shard", "sample_to_store",
-           "write_shards"]
+__all__ = ["DEFAULT_SHARD_SIZE", "SampleReport", "SampleSettings", "ShardJob", "ShardResult",
+           "check_seed_range", "load_models", "model_provenance", "plan_shards", "run_shard",
+           "sample_to_store",
+           # moved to facelatent.runs; importable from here until every caller has moved
+           "Engine", "JobError", "LocalEngine", "Models", "describe_job"]
 
 DEFAULT_SHARD_SIZE = 256
 STAGES = ("generate", "score", "embed", "write")
@@ -102,45 +103,21 @@ class ShardResult:
     device: str
 
 
-@dataclass
-class Models:
-    """The networks one process uses for a `SampleSettings.model_key`, loaded once."""
-
-    generator: Generator
-    analyzer: FaceAnalyzer | None = None  # loads each face net on first use
-    provenance: dict[str, Any] | None = None  # model files for the manifest; None = weights'
-
-
 def plan_shards(n: int, shard_size: int = DEFAULT_SHARD_SIZE,
                 seed_start: int = 0) -> list[tuple[int, tuple[int, ...]]]:
     """``[(index, seeds), ...]`` covering seeds ``seed_start .. seed_start + n - 1`` in order,
     ``shard_size`` per shard (the last may be shorter)."""
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    check_seed_range(n, seed_start)
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
-    if seed_start < 0 or seed_start + n > 2**32:
-        raise ValueError(f"seeds must lie in [0, 2**32): seed_start={seed_start} with n={n} "
-                         f"ends at {seed_start + n - 1}")
     return [(i, tuple(range(seed_start + start, seed_start + min(start + shard_size, n))))
             for i, start in enumerate(range(0, n, shard_size))]
 
 
 # -- the work for one shard ---------------------------------------------------------------------
-_MODELS: dict[tuple[str, str, str], Models] = {}
-
-
 def load_models(settings: SampleSettings) -> Models:
-    """The generator and a face analyzer for ``settings``, cached for the life of the process
-    (a worker that runs many shards loads its networks once)."""
-    key = settings.model_key
-    if key not in _MODELS:
-        device = resolve_device(settings.device)
-        # OpenVINO runs the generator on the CPU; the face nets may still use a GPU.
-        gen_device = torch.device("cpu") if settings.backend == "openvino" else device
-        G = get_generator(settings.generator, device=gen_device, backend=settings.backend)
-        _MODELS[key] = Models(G, FaceAnalyzer(device, batch_size=64))
-    return _MODELS[key]
+    """The cached networks for ``settings`` (`facelatent.runs.load_models`)."""
+    return _load_models(settings.generator, backend=settings.backend, device=settings.device)
 
 
 def model_provenance(settings: SampleSettings) -> dict[str, Any]:
@@ -221,113 +198,11 @@ def run_shard(job: ShardJob, models: Models | None = None,
     return ShardResult(job.index, arrays, seconds, device)
 
 
-# -- the loop over shards -----------------------------------------------------------------------
-J = TypeVar("J")
-R = TypeVar("R")
-
-
-class JobError(FacelatentError):
-    """A job failed on a worker: the message names the job and holds the worker's traceback."""
-
-    def __init__(self, job: object, message: str, worker_traceback: str = "") -> None:
-        super().__init__(message)
-        self.job = job
-        self.worker_traceback = worker_traceback
-
-
-def describe_job(job: object, limit: int = 200) -> str:
-    """The job's repr, cut to ``limit`` characters (a shard's seeds can run long)."""
-    text = repr(job)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-class Engine(Protocol):
-    """Runs jobs, in this process or on workers; results come back to the driver, which
-    writes them (so a store keeps a single writer)."""
-
-    name: str
-
-    def map(self, fn: Callable[[J, Models | None], R],
-            jobs: Iterable[J]) -> Iterator[tuple[J, R]]:
-        """``(job, fn(job, models))`` for every job, as each finishes."""
-        ...
-
-    def run(self, store: LatentStore, jobs: Sequence[ShardJob],
-            progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
-        """Write every job's shard; return each shard's stage timings in seconds."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def write_shards(store: LatentStore, results: Iterable[tuple[ShardJob, ShardResult]],
-                 progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
-    """Write each result to ``store`` as it comes; return each shard's stage timings, "write"
-    included. ``progress(k)`` is told each shard's sample count after it is written."""
-    timings = []
-    for job, result in results:
-        t0 = time.perf_counter()
-        seconds = {k: round(v, 4) for k, v in result.seconds.items()}
-        store.write_shard(job.index, result.arrays,
-                          info={"seconds": seconds, "device": result.device})
-        timings.append({**result.seconds, "write": time.perf_counter() - t0})
-        if progress is not None:
-            progress(len(job.seeds))
-    return timings
-
-
-class LocalEngine:
-    """Runs the jobs one after another in this process, in order.
-
-    ``models``: networks to use instead of the process cache (tests inject random-weight ones).
-    """
-
-    name = "local"
-
-    def __init__(self, models: Models | None = None) -> None:
-        self.models = models
-
-    def map(self, fn: Callable[[J, Models | None], R],
-            jobs: Iterable[J]) -> Iterator[tuple[J, R]]:
-        """``(job, fn(job, self.models))`` for each job in order. A job that raises stops the
-        iteration with its own exception, noted with the job."""
-        for job in jobs:
-            try:
-                result = fn(job, self.models)
-            except Exception as exc:
-                exc.add_note(f"while running {describe_job(job)}")
-                raise
-            yield job, result
-
-    def run(self, store: LatentStore, jobs: Sequence[ShardJob],
-            progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
-        """Run and write the shards in order; ``progress`` hears of each batch."""
-        work = run_shard if progress is None else functools.partial(run_shard, on_batch=progress)
-        return write_shards(store, self.map(work, jobs))
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> LocalEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# -- one call: create, resume or extend ---------------------------------------------------------
-class SampleProgress(Protocol):
-    """Told the totals once, then each batch's count (e.g. a tqdm bar)."""
-
-    def start(self, total: int, done: int) -> None: ...
-
-    def update(self, count: int) -> None: ...
-
-
+# -- one call: create, resume, repair or extend -------------------------------------------------
 @dataclass
 class SampleReport:
     """What `sample_to_store` did. ``action``: "created", "resumed", "extended" or "complete"
-    (nothing was left to do)."""
+    (nothing was left to do); ``repaired``: damaged shards found and rewritten."""
 
     path: str
     action: str
@@ -336,6 +211,7 @@ class SampleReport:
     samples_written: int
     seconds: float                        # wall time of the shards written in this call
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    repaired: int = 0
 
     @property
     def samples_per_s(self) -> float:
@@ -344,28 +220,40 @@ class SampleReport:
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "action": self.action, "samples": self.samples,
                 "shards_written": self.shards_written, "samples_written": self.samples_written,
-                "seconds": round(self.seconds, 3), "samples_per_s": round(self.samples_per_s, 3),
+                "repaired": self.repaired, "seconds": round(self.seconds, 3),
+                "samples_per_s": round(self.samples_per_s, 3),
                 "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()}}
+
+
+def check_seed_range(n: int, seed_start: int) -> None:
+    """ValueError unless seeds ``seed_start .. seed_start + n - 1`` are valid seeds."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if seed_start < 0 or seed_start + n > SEED_LIMIT:
+        raise ValueError(f"seeds must lie in [0, 2**32): seed_start={seed_start} with n={n} "
+                         f"ends at {seed_start + n - 1}")
 
 
 def sample_to_store(path: str | Path, n: int, settings: SampleSettings, *, seed_start: int = 0,
                     shard_size: int | None = None, engine: Engine | None = None,
-                    models: Models | None = None, progress: SampleProgress | None = None,
+                    models: Models | None = None, progress: Progress | None = None,
                     command: Sequence[str] | None = None) -> SampleReport:
     """Fill the store at ``path`` with samples of seeds ``seed_start .. seed_start + n - 1``.
 
     Creates the store if there is none; otherwise checks that it holds samples of these
     settings (StoreMismatchError naming each difference), grows it when ``n`` is larger than
-    it plans (ValueError when smaller), and writes only the shards that are missing, so the
-    same call resumes a killed run. ``shard_size``: rows per shard for a new store (default
-    256; None keeps an existing store's). ``engine``: what runs the shards (default
+    it plans (ValueError when smaller), checks every complete shard against its checksums and
+    writes the shards that are missing or damaged, so the same call resumes a killed run and
+    repairs a damaged store. ``shard_size``: rows per shard for a new store (default 256;
+    None keeps an existing store's). ``engine``: what runs the shards (default
     `LocalEngine(models)`). ``models``: networks to use instead of the cached ones, with
-    their ``provenance`` for the manifest. ``command``: recorded in the manifest
-    (default ``sys.argv``).
+    their ``provenance`` for the manifest. ``progress``: told the totals, then each batch
+    (local engine) or shard (others). ``command``: recorded in the manifest (default
+    ``sys.argv``).
     """
     if shard_size is not None and shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
-    plan_shards(n, 1, seed_start)  # validates n and the seed range
+    check_seed_range(n, seed_start)
     engine = engine or LocalEngine(models)
     provenance = (models.provenance if models is not None and models.provenance is not None
                   else model_provenance(settings))
@@ -385,31 +273,57 @@ def sample_to_store(path: str | Path, n: int, settings: SampleSettings, *, seed_
                      settings.attributes, settings.identity,
                      provenance)
     command = list(sys.argv if command is None else command)
-    if not exists:
-        store, action = LatentStore.create(path, spec, n, command=command), "created"
+    if exists:
+        store, action = LatentStore.open(path, expect=spec), "resumed"
     else:
-        store = LatentStore.open(path, expect=spec)
+        store, action = LatentStore.create(path, spec, n, command=command), "created"
+    with ShardedRun(store.lock_folder, store, "store") as run:
+        # The manifest was read again under the lock: its size is the one to compare with.
         if n < store.size:
             raise ValueError(f"store {path} plans {store.size} samples ({len(store)} complete) "
                              f"and cannot shrink; pass n={store.size} to resume it, or more to "
                              "extend it")
-        action = "extended" if n > store.size else "resumed"
-    with store.writing():
+        if n > store.size and exists:
+            action = "extended"
         store.extend(n)
-        plan = dict(plan_shards(n, spec.shard_size, seed_start))
-        jobs = [ShardJob(i, plan[i], settings) for i in store.missing_shards(n)]
+        damaged = {problem.shard for problem in store.verify()}
+        planned = {i: len(store.shard_rows(i)) for i in range(store.num_shards())}
+        todo = run.pending(planned, intact=lambda i, _: i not in damaged)
+        rows = sum(planned[i] for i in todo)
         if progress is not None:
-            progress.start(n, n - sum(len(job.seeds) for job in jobs))
-        if not jobs:
+            progress.start(n, n - rows)
+        if not todo:
             return SampleReport(str(path), "complete", len(store), 0, 0, 0.0)
-        store.record_run({"command": command,
-                          "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                          "n": n, "engine": engine.name, "device": str(settings.device),
-                          "batch": settings.batch, "facelatent_version": __version__})
-        t0 = time.perf_counter()
-        timings = engine.run(store, jobs, progress.update if progress is not None else None)
-        wall = time.perf_counter() - t0
-    stages = {k: sum(t.get(k, 0.0) for t in timings) for k in STAGES}
-    return SampleReport(str(path), action, len(store), len(jobs),
-                        sum(len(job.seeds) for job in jobs), wall, stages)
+        store.record_run({"command": command, "started": now(), "n": n, "engine": engine.name,
+                          "device": str(settings.device), "batch": settings.batch,
+                          "repaired": sorted(damaged), "facelatent_version": __version__})
+        jobs = (ShardJob(i, tuple(range(seed_start + store.shard_rows(i).start,
+                                        seed_start + store.shard_rows(i).stop)), settings)
+                for i in todo)
+        work: Callable[..., ShardResult] = run_shard
+        per_shard = progress
+        if isinstance(engine, LocalEngine) and progress is not None:
+            # In this process the bar can move with every batch rather than every shard.
+            work, per_shard = functools.partial(run_shard, on_batch=progress.update), None
 
+        def write(job: ShardJob, result: ShardResult) -> ShardWrite:
+            digests = store.write_rows(job.index, result.arrays)
+            return ShardWrite(len(job.seeds), result.seconds,
+                              {"device": result.device, "sha256": digests})
+
+        stats = run.execute(engine, work, jobs, write, index=lambda job: job.index,
+                            progress=per_shard)
+    return SampleReport(str(path), action, len(store), stats.shards, stats.rows, stats.seconds,
+                        {k: stats.stage_seconds.get(k, 0.0) for k in STAGES},
+                        repaired=len(damaged))
+
+
+def write_shards(store: LatentStore, results: Any, progress: Any = None) -> list[dict[str, float]]:
+    """Deprecated (the Ray engine's old `run`; removed when it moves to facelatent.runs)."""
+    timings = []
+    for job, result in results:
+        store.write_shard(job.index, result.arrays, info={"device": result.device})
+        timings.append(dict(result.seconds))
+        if progress is not None:
+            progress(len(job.seeds))
+    return timings

@@ -16,6 +16,14 @@ array first and the record last, and zarr's local store writes each file to a te
 and renames it, so a process killed at any moment leaves every shard either recorded with all
 its rows or not recorded at all. Readers return recorded shards only, in seed order.
 
+Corruption is caught, not read: every chunk carries a crc32c checksum (zarr's codec, checked
+on each read), and each shard's record keeps the sha256 of every array's rows, checked by the
+readers and by `verify`. A flipped bit, a truncated or deleted chunk file (which zarr would
+otherwise read back as fill values) raises `StoreCorruptError` naming the shard; `verify`
+lists every damaged shard, and `facelatent sample` with the store's command rewrites them.
+Stores of format version 1 (before checksums) are read as before; `verify` checks them for
+fill values only.
+
 ``path`` is a local folder, or any fsspec URL zarr can open (e.g. ``s3://bucket/run``), passed
 to zarr unchanged; the writer lock and the atomic creation are for local folders only.
 """
@@ -28,30 +36,49 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from facelatent import __version__
-from facelatent.errors import FacelatentError
+from facelatent.errors import FacelatentError, FileFormatError
+from facelatent.io import writer_lock
+from facelatent.runs.sharded import ResumeMismatchError, array_digests, check_resume, now
 
-__all__ = ["FORMAT", "IDENTITY_DIM", "IDENTITY_MODELS", "LatentStore", "StoreMismatchError",
-           "StoreSpec"]
+__all__ = ["FORMAT", "IDENTITY_DIM", "IDENTITY_MODELS", "LatentStore", "ShardProblem",
+           "StoreCorruptError", "StoreMismatchError", "StoreSpec"]
 
 FORMAT = "facelatent.latent-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2            # 2: crc32c on every chunk, sha256 per shard and array
 IDENTITY_MODELS = ("sface", "dlib")
 IDENTITY_DIM = 128
-_LOCK_NAME = ".writer.lock"
 
 
-class StoreMismatchError(FacelatentError):
+class StoreMismatchError(ResumeMismatchError):
     """A store was opened for samples of another configuration than the one it holds."""
+
+
+class StoreCorruptError(FacelatentError):
+    """A store's data no longer matches its checksums (or its files are missing)."""
+
+
+@dataclass(frozen=True)
+class ShardProblem:
+    """One damaged shard found by `LatentStore.verify`."""
+
+    shard: int
+    rows: range
+    array: str                            # the first damaged array of the shard
+    reason: str
+
+    def __str__(self) -> str:
+        return (f"shard {self.shard} (rows {self.rows.start}-{self.rows.stop - 1}), array "
+                f"{self.array!r}: {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -104,6 +131,10 @@ class StoreSpec:
     def from_json(cls, data: Mapping[str, Any]) -> StoreSpec:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
+    def resume_key(self) -> dict[str, Any]:
+        """The fields a resumed or extended store must share (all of them)."""
+        return self.to_json()
+
     def arrays(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         """Every array of a store of this spec: ``{name: (dtype, row shape)}``."""
         out: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
@@ -116,17 +147,6 @@ class StoreSpec:
         for model in self.identity:
             out[f"identity/{model}"] = (np.dtype(np.float32), (IDENTITY_DIM,))
         return out
-
-    def differences(self, other: StoreSpec) -> list[str]:
-        """One line per field where ``other`` differs: "psi: 0.7 in the store, 1.0 asked"."""
-        mine, theirs = self.to_json(), other.to_json()
-        return [f"{key}: {mine[key]!r} in the store, {theirs[key]!r} asked"
-                for key in mine if mine[key] != theirs[key]]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 
 def _is_url(path: str | os.PathLike[str]) -> bool:
     return "://" in str(path)
@@ -149,13 +169,24 @@ class LatentStore:
         self.read_only = read_only
         self._attrs: dict[str, Any] = group.attrs.asdict()
         if self._attrs.get("format") != FORMAT:
-            raise FacelatentError(f"{path} is a zarr group but not a facelatent latent store "
+            raise FileFormatError(f"{path} is a zarr group but not a facelatent latent store "
                                   f"(no '{FORMAT}' manifest)")
-        if int(self._attrs.get("format_version", 0)) > FORMAT_VERSION:
-            raise FacelatentError(f"store {path} has format version "
-                                  f"{self._attrs['format_version']}; this facelatent "
-                                  f"({__version__}) reads up to {FORMAT_VERSION}: upgrade it")
-        self.spec = StoreSpec.from_json(self._attrs)
+        version = self._attrs.get("format_version", 0)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise FileFormatError(f"store {path} has format version {version!r}; this "
+                                  f"facelatent ({__version__}) reads up to {FORMAT_VERSION}: "
+                                  "upgrade it")
+        try:
+            self.spec = StoreSpec.from_json(self._attrs)
+            self.size, len(self)  # noqa: B018 (both read the manifest: check it parses)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise FileFormatError(f"store {path} has a damaged manifest (zarr.json): {exc}; "
+                                  "it cannot be read") from None
+        missing = [name for name in self.spec.arrays() if name not in group]
+        if missing:
+            raise StoreCorruptError(f"store {path} is damaged: its arrays {missing} are missing "
+                                    "(their zarr.json files were deleted); it cannot be repaired, "
+                                    "sample into a new store")
 
     # -- creating and opening -------------------------------------------------------------------
     @classmethod
@@ -169,11 +200,11 @@ class LatentStore:
         """
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
-        now = _now()
+        created = now()
         attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, **spec.to_json(), "n": int(n),
                  "facelatent_version": __version__,
                  "command": list(sys.argv if command is None else command),
-                 "created": now, "updated": now, "runs": [], "shards": {}}
+                 "created": created, "updated": created, "runs": [], "shards": {}}
         if _is_url(path):
             group = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attrs)
             _create_arrays(group, spec, n)
@@ -211,12 +242,9 @@ class LatentStore:
                                 use_consolidated=False)
         store = cls(group, location, read_only)
         if expect is not None:
-            diff = store.spec.differences(expect)
-            if diff:
-                raise StoreMismatchError(
-                    f"store {path} holds samples of another configuration, and one store never "
-                    "mixes them:\n  " + "\n  ".join(diff) + "\nResume or extend it with the "
-                    "store's settings, or write these samples to a new store path.")
+            check_resume(f"store {path}", store.spec.resume_key(), expect.resume_key(),
+                         "Resume or extend it with the store's settings, or write these samples "
+                         "to a new store path.", StoreMismatchError)
         return store
 
     @staticmethod
@@ -285,9 +313,9 @@ class LatentStore:
             self._group[name].resize((n, *row_shape))
         self._update(n=int(n))
 
-    def write_shard(self, index: int, arrays: Mapping[str, np.ndarray],
-                    info: Mapping[str, Any] | None = None) -> None:
-        """Write every array of shard ``index``, then record it complete (with ``info``).
+    def write_rows(self, index: int, arrays: Mapping[str, np.ndarray]) -> dict[str, str]:
+        """Write every array of shard ``index`` (not yet recorded complete: see `record`);
+        returns the sha256 of each array's rows, for the shard's record.
 
         ``arrays``: exactly the store's arrays (``seeds``, ``z``, ``w``, ``scores/<name>``,
         ``identity/<model>``), each ``[rows, ...]`` for the shard's rows; ``seeds`` must be
@@ -311,14 +339,18 @@ class LatentStore:
         if not np.array_equal(values["seeds"], want_seeds):
             raise ValueError(f"shard {index} must hold seeds {int(want_seeds[0])}.."
                              f"{int(want_seeds[-1])} in order; got other seeds")
-        if str(index) in self._attrs["shards"]:
-            shards = dict(self._attrs["shards"])
-            del shards[str(index)]
-            self._update(shards=shards)
+        self.forget([index])
         for name, value in values.items():
             self._group[name][rows.start:rows.stop] = value
-        record = {"rows": len(rows), "completed": _now(), **copy.deepcopy(dict(info or {}))}
-        self._update(shards={**self._attrs["shards"], str(index): record})
+        return array_digests(values)
+
+    def write_shard(self, index: int, arrays: Mapping[str, np.ndarray],
+                    info: Mapping[str, Any] | None = None) -> None:
+        """`write_rows`, then record shard ``index`` complete with ``info`` and the sha256 of
+        each array's rows."""
+        digests = self.write_rows(index, arrays)
+        self.record(index, {"rows": len(self.shard_rows(index)), "completed": now(),
+                            **copy.deepcopy(dict(info or {})), "sha256": digests})
 
     def record_run(self, entry: Mapping[str, Any]) -> None:
         """Append ``entry`` (command, time, version, n...) to the manifest's ``runs``."""
@@ -327,31 +359,53 @@ class LatentStore:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[LatentStore]:
-        """Hold the store's writer lock (local stores): a second writer fails at once instead
-        of overwriting the manifest. The lock dies with the process, SIGKILL included."""
+        """Hold the store's writer lock (local stores) and re-read the manifest under it, so
+        that what another process wrote before the lock is kept: a second writer fails at once
+        instead of overwriting the manifest. The lock dies with the process, SIGKILL included."""
         self._check_writable()
-        if isinstance(self.path, str) or sys.platform == "win32":
+        if self.lock_folder is None:
+            self.reload()
             yield self
             return
-        import fcntl
-
-        with open(self.path / _LOCK_NAME, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise FacelatentError(f"store {self.path} is being written by another process; "
-                                      "wait for it to finish, or stop it") from None
+        with writer_lock(self.lock_folder, "store"):
             # Temporary files that a killed writer left behind (zarr writes X.<hex>.partial,
             # then renames it to X); nothing reads them.
-            for stale in self.path.rglob("*.partial"):
+            for stale in self.lock_folder.rglob("*.partial"):
                 stale.unlink(missing_ok=True)
-            try:
-                yield self
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+            self.reload()
+            yield self
+
+    @property
+    def lock_folder(self) -> Path | None:
+        """The folder whose writer lock guards this store (None: a URL store, no lock)."""
+        return None if isinstance(self.path, str) or sys.platform == "win32" else self.path
+
+    # -- the ledger of done shards (facelatent.runs.ShardLedger) ---------------------------------
+    def reload(self) -> None:
+        """Read the manifest again from the store (another process may have written it)."""
+        group = zarr.open_group(str(self.path), mode="r" if self.read_only else "r+",
+                                zarr_format=3, use_consolidated=False)
+        self._group = group
+        self._attrs = group.attrs.asdict()
+
+    def done(self) -> dict[int, dict[str, Any]]:
+        """``{index: record}`` of the complete shards."""
+        return {int(k): v for k, v in self._attrs["shards"].items()}
+
+    def record(self, index: int, record: Mapping[str, Any]) -> None:
+        """Mark shard ``index`` complete with ``record`` (it must hold ``rows``)."""
+        self._check_writable()
+        self._update(shards={**self._attrs["shards"], str(index): copy.deepcopy(dict(record))})
+
+    def forget(self, indices: Iterable[int]) -> None:
+        """Un-record shards, so that they are written again."""
+        drop = {str(i) for i in indices} & set(self._attrs["shards"])
+        if drop:
+            self._check_writable()
+            self._update(shards={k: v for k, v in self._attrs["shards"].items() if k not in drop})
 
     def _update(self, **changes: Any) -> None:
-        changes["updated"] = _now()
+        changes["updated"] = now()
         self._group.update_attributes(changes)
         self._attrs.update(copy.deepcopy(changes))
 
@@ -359,26 +413,72 @@ class LatentStore:
         if self.read_only:
             raise FacelatentError(f"store {self.path} was opened read-only")
 
-    # -- reading --------------------------------------------------------------------------------
+    # -- reading and checking -------------------------------------------------------------------
+    def _shard_values(self, name: str, index: int) -> np.ndarray:
+        """The recorded rows of shard ``index`` of array ``name``, checked against the chunk's
+        crc32c and the record's sha256; StoreCorruptError (naming the shard) when damaged."""
+        value, problem = self._check(name, index, self._attrs["shards"][str(index)])
+        if problem is not None:
+            raise StoreCorruptError(f"store {self.path} is damaged: {problem}. "
+                                    f"`facelatent store verify {self.path}` lists every damaged "
+                                    "shard; rerun the store's `facelatent sample` command to "
+                                    "rewrite them")
+        return value
+
+    def _check(self, name: str, index: int,
+               record: Mapping[str, Any]) -> tuple[np.ndarray, ShardProblem | None]:
+        """Array ``name``'s rows of shard ``index`` and what is wrong with them (or None)."""
+        dtype, row_shape = self.spec.arrays()[name]
+        start = index * self.spec.shard_size
+        rows = range(start, start + int(record["rows"]))
+        try:
+            value = np.asarray(self._group[name][rows.start:rows.stop]).astype(dtype, copy=False)
+        except Exception as exc:  # zarr raises ValueError on a bad checksum, codec errors else
+            empty = np.empty((0, *row_shape), dtype)
+            return empty, ShardProblem(index, rows, name, f"cannot be read ({exc})")
+        digests = record.get("sha256")
+        if digests is not None:
+            if array_digests({name: value})[name] != digests.get(name):
+                return value, ShardProblem(index, rows, name, "its data does not match its "
+                                           "checksum (a chunk file was changed or deleted)")
+        elif name == "seeds" and not np.array_equal(
+                value, self.spec.seed_start + np.arange(rows.start, rows.stop)):
+            return value, ShardProblem(index, rows, name, "wrong seeds (a chunk file was "
+                                                          "deleted?)")
+        elif value.dtype.kind == "f" and np.isnan(value).all():
+            return value, ShardProblem(index, rows, name, "all NaN, the fill value (a chunk "
+                                                          "file was deleted?)")
+        return value, None
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> list[ShardProblem]:
+        """Read every array of every complete shard and check it: crc32c of each chunk, the
+        sha256 recorded with the shard (format 2) or fill values (format 1). Returns one
+        `ShardProblem` per damaged shard (empty: the store is intact); ``progress(rows)`` hears
+        of each shard checked."""
+        problems = []
+        for index, record in sorted(self.done().items()):
+            for name in self.spec.arrays():
+                _, problem = self._check(name, index, record)
+                if problem is not None:
+                    problems.append(problem)
+                    break
+            if progress is not None:
+                progress(int(record["rows"]))
+        return problems
+
     def read(self, name: str) -> np.ndarray:
-        """Rows of complete shards of array ``name`` (e.g. "z", "scores/age"), in seed order."""
+        """Rows of complete shards of array ``name`` (e.g. "z", "scores/age"), in seed order.
+
+        Raises StoreCorruptError naming the shard when its data fails its checksums."""
         expected = self.spec.arrays()
         if name not in expected:
             raise ValueError(f"store {self.path} has no array {name!r}; it has "
                              f"{', '.join(expected)}")
         dtype, row_shape = expected[name]
-        runs: list[tuple[int, int]] = []  # contiguous [start, stop) row ranges, merged
-        for index in self.complete_shards():
-            start = index * self.spec.shard_size
-            stop = start + int(self._attrs["shards"][str(index)]["rows"])
-            if runs and runs[-1][1] == start:
-                runs[-1] = (runs[-1][0], stop)
-            else:
-                runs.append((start, stop))
-        if not runs:
+        parts = [self._shard_values(name, i) for i in self.complete_shards()]
+        if not parts:
             return np.empty((0, *row_shape), dtype=dtype)
-        array = self._group[name]
-        return np.concatenate([np.asarray(array[a:b]) for a, b in runs]).astype(dtype, copy=False)
+        return np.concatenate(parts)
 
     def seeds(self) -> np.ndarray:
         """Seeds of the complete samples, int64 ``[N]``, ascending."""
@@ -436,5 +536,8 @@ def _create_arrays(group: zarr.Group, spec: StoreSpec, n: int) -> None:
         parent, _, leaf = name.rpartition("/")
         where = group.require_group(parent) if parent else group
         fill = -1 if dtype.kind == "i" else float("nan")
+        # zstd as zarr's default, then a crc32c of the compressed bytes: a damaged chunk fails
+        # its checksum on every read instead of decoding to wrong numbers.
         where.create_array(leaf, shape=(n, *row_shape), chunks=(spec.shard_size, *row_shape),
-                           dtype=dtype, fill_value=fill)
+                           dtype=dtype, fill_value=fill,
+                           compressors=(ZstdCodec(level=0), Crc32cCodec()))
