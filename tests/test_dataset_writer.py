@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from facelatent.datasets.writer import DatasetSettings, build_dataset, build_shard
+from facelatent.datasets import DatasetSettings, build_dataset, build_shard
 from facelatent.errors import FacelatentError
 from facelatent.faces.align import FixedGeometryDetector
 from facelatent.faces.analysis import FaceAnalyzer, random_face_loaders
 from facelatent.generators import get_generator
-from facelatent.latents.engine import LocalEngine, Models
+from facelatent.runs import LocalEngine, Models, ResumeMismatchError
 
 TINY = "mobilestylegan-tiny"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -194,8 +194,54 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, tiny_models: Mode
         build_dataset(tmp_path / "d", make_identities(2), settings, models=tiny_models)
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "dataset.json").write_text("{}")
-    with pytest.raises(FacelatentError, match="not a facelatent dataset"):
+    with pytest.raises(FacelatentError, match="expected a facelatent dataset manifest"):
         build_dataset(tmp_path / "x", ids, settings, models=tiny_models)
+
+
+def test_resume_with_boundaries_of_another_fit_is_refused(tmp_path: Path,
+                                                          tiny_models: Models) -> None:
+    """Same references, other normals (another labelling rule): never mixed into one dataset."""
+    ids = make_identities()
+    settings = replace(SETTINGS, classes_per_shard=2)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(tmp_path / "d", ids, settings, engine=StopAfter(1, tiny_models))
+    refit = replace(ids, normals=ids.normals[::-1].copy(),
+                    provenance={**ids.provenance, "labels": {"rule": "quantile"}})
+    with pytest.raises(ResumeMismatchError, match="content_sha256") as caught:
+        build_dataset(tmp_path / "d", refit, settings, models=tiny_models)
+    assert "quantile" in str(caught.value)
+    # The same boundaries in another order are the same boundaries.
+    report = build_dataset(tmp_path / "d", ids.shuffled([2, 0, 1]), settings, models=tiny_models)
+    assert (report.action, report.shards_written) == ("resumed", 2)
+
+
+def test_a_build_that_failed_before_its_first_shard_starts_over(tmp_path: Path,
+                                                                 tiny_models: Models) -> None:
+    ids = make_identities(1)
+    settings = replace(SETTINGS, both_sides=False, per_identity=1)
+    with pytest.raises(FacelatentError, match="unknown generator 'mobilestylegan-tyni'; did you "
+                                              "mean 'mobilestylegan-tiny'"):
+        build_dataset(tmp_path / "d", ids, settings, generator="mobilestylegan-tyni")
+    assert not (tmp_path / "d" / "dataset.json").exists()       # checked before any write
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(tmp_path / "d", ids, settings, engine=StopAfter(0, tiny_models))
+    assert (tmp_path / "d" / "dataset.json").exists()
+    report = build_dataset(tmp_path / "d", ids, replace(settings, max_off=3.0),
+                           models=tiny_models)
+    assert report.action == "created"       # nothing was written under the first settings
+
+
+def test_a_damaged_shard_part_is_rewritten(tmp_path: Path, tiny_models: Models) -> None:
+    ids, settings = make_identities(), replace(SETTINGS, classes_per_shard=2)
+    build_dataset(tmp_path / "d", ids, settings, models=tiny_models)
+    want = table(tmp_path / "d")
+    part = tmp_path / "d" / "parts" / "shard-00001.parquet"
+    part.write_bytes(part.read_bytes()[:-20])
+    report = build_dataset(tmp_path / "d", ids, settings, models=tiny_models)
+    assert (report.action, report.shards_written) == ("resumed", 1)
+    got = table(tmp_path / "d")
+    assert got["path"].tolist() == want["path"].tolist()
+    np.testing.assert_array_equal(got["yaw"], want["yaw"])
 
 
 def test_bad_settings_are_refused() -> None:
@@ -209,7 +255,7 @@ def test_bad_settings_are_refused() -> None:
 
 def test_local_engine_and_ray_write_the_same_files(tmp_path: Path, tiny_models: Models) -> None:
     pytest.importorskip("ray")
-    from facelatent.latents.ray_engine import RayEngine
+    from facelatent.latents.ray_engine import RayEngine  # moves to facelatent.runs.ray
 
     ids = make_identities()
     build_dataset(tmp_path / "local", ids, SETTINGS, engine=LocalEngine(tiny_models))

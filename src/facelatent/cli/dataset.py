@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--identities", required=True,
                    help="identity boundaries: a folder from `identity fit` or its .npz")
     p.add_argument("--per-identity", type=int, default=50, help="images per identity")
-    p.add_argument("--identities-max", type=int, default=0,
-                   help="use only the first K references (by seed); 0 = all")
+    p.add_argument("--identities-max", type=int, default=None, metavar="K",
+                   help="use only the first K references (by seed); default: all")
     p.add_argument("--max-off", type=float, default=10.0,
                    help="offset scale in latent units (paper: |N(0, max_off)| along the normal). "
                         "Mind the scale: in MobileStyleGAN's W the samples spread by about 0.3 "
@@ -65,19 +65,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run_build(args: argparse.Namespace) -> int:
     from facelatent.boundaries.identity import IdentityBoundaries
-    from facelatent.datasets.writer import DatasetSettings, build_dataset
+    from facelatent.datasets import DatasetSettings, build_dataset
 
     source = boundaries_path(args.identities)
     ids = IdentityBoundaries.load(source)
-    if args.identities_max:
-        ids = ids.select(np.sort(ids.seeds)[:args.identities_max])
     settings = DatasetSettings(per_identity=args.per_identity, max_off=args.max_off,
                                mode=args.mode, both_sides=args.both_sides, seed=args.seed,
                                full_size=args.full_size, batch=args.batch, device=args.device,
                                classes_per_shard=args.classes_per_shard)
     with engine_from_args(args) as engine, ProgressBar("dataset") as bar:
-        report = build_dataset(args.out, ids, settings, generator=args.model, engine=engine,
-                               source=str(source), progress=bar.update, on_start=bar.start)
+        report = build_dataset(args.out, ids, settings, generator=args.model,
+                               limit=args.identities_max, engine=engine,
+                               source=str(source), progress=bar)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif report.action == "complete":

@@ -4,4 +4,21 @@ generated sample (`metadata.parquet`), and the measures of how usable such a dat
 training a recogniser: verification scores, EER, FNMR at a fixed FMR, identity collisions,
 intra-class attribute spread (`facelatent.datasets.quality`) and the HTML report that compares a
 dataset with a baseline (`facelatent.datasets.report`).
+
+    from facelatent.datasets import DatasetSettings, build_dataset, build_quality_report
+    build_dataset("data/synth", identities, DatasetSettings(per_identity=50))
+    build_quality_report("data/synth", "data/synth/report.html")
+
+Modules: `sampling` (latents of one synthetic identity around its boundary), `shard` (the work
+for one shard: render, align, score, embed), `writer` (the resumable dataset folder),
+`quality` and `report`.
 """
+
+from facelatent.datasets.quality import dataset_quality, read_dataset
+from facelatent.datasets.report import build_quality_report
+from facelatent.datasets.sampling import SAMPLE_MODES, sample_identity
+from facelatent.datasets.shard import DatasetSettings, build_shard, plan_classes
+from facelatent.datasets.writer import DatasetReport, build_dataset
+
+__all__ = ["SAMPLE_MODES", "DatasetReport", "DatasetSettings", "build_dataset", "build_quality_report",
+           "build_shard", "dataset_quality", "plan_classes", "read_dataset", "sample_identity"]

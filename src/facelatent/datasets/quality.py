@@ -18,7 +18,6 @@ flatter the dataset.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from facelatent.io import read_json
 
 __all__ = ["DatasetTable", "OperatingPoint", "attribute_spreads", "dataset_quality", "det_curve",
            "eer", "fnmr_at_fmr", "identity_collisions", "intra_class_spread", "measuring_model",
@@ -375,12 +376,7 @@ def read_dataset(path: str | Path, *, models: Sequence[str] | None = None) -> Da
     if not manifest_file.is_file():
         raise FileNotFoundError(f"{folder} is not a dataset folder: it has no dataset.json (a dataset "
                                 "folder holds dataset.json, metadata.parquet and images/)")
-    try:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{manifest_file} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{manifest_file} must hold a JSON object, got {type(manifest).__name__}")
+    manifest = read_json(manifest_file, kind="a dataset manifest")
     table, source = _read_table(folder)
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
