@@ -38,11 +38,11 @@ with torch.no_grad():
 
 CHILD = """
 import json, sys, time, torch
-from facelatent.datasets.writer import DATASET_ATTRIBUTES
+from facelatent.datasets.shard import DATASET_ATTRIBUTES
 from facelatent.faces.analysis import working_size
-from facelatent.latents.engine import SampleSettings, load_models
+from facelatent.runs import load_models
 faces, repeats = int(sys.argv[1]), int(sys.argv[2])
-m = load_models(SampleSettings("mobilestylegan-ffhq"))
+m = load_models("mobilestylegan-ffhq")
 G, A = m.generator, m.analyzer
 best = {"render": float("inf"), "analyse": float("inf")}
 with torch.no_grad():
