@@ -28,7 +28,7 @@ from facelatent.boundaries import (
     sefa,
     style_affines,
 )
-from facelatent.boundaries.unsupervised import parse_layers
+from facelatent.ranges import parse_layers
 from facelatent.cli import main
 from facelatent.generators import get_generator
 
@@ -160,8 +160,9 @@ def test_save_load_round_trip(tmp_path: Path, data) -> None:
     b = est.to_boundary("smile", "w", {"store": "runs/ffhq"})
     path = b.save(tmp_path / "smile_w.npz")
     with np.load(path) as raw:
-        assert sorted(raw.files) == sorted(["normal", "intercept", "space", "attribute",
-                                            "metrics", "provenance"])
+        assert sorted(raw.files) == sorted(["format", "format_version", "normal", "intercept",
+                                            "space", "attribute", "metrics", "provenance"])
+        assert (str(raw["format"]), int(raw["format_version"])) == ("facelatent.boundary", 1)
     back = load_boundary(path)
     assert np.array_equal(back.normal, b.normal) and back.intercept == b.intercept
     assert (back.space, back.attribute) == ("w", "smile")
@@ -226,7 +227,7 @@ def test_bad_npz_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unit length"):
         load_boundary(tmp_path / "long.npz")
     (tmp_path / "text.npz").write_text("not a boundary")
-    with pytest.raises(ValueError, match="not a boundary file"):
+    with pytest.raises(ValueError, match="text.npz is not an .npz archive: it is a text file"):
         load_boundary(tmp_path / "text.npz")
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from facelatent.boundaries import IdentityBoundaries, fit_identity_boundaries, identity_labels
-from facelatent.boundaries.identity import METRICS, sample_identity
+from facelatent.boundaries.identity import METRICS
+from facelatent.datasets.sampling import sample_identity
 from facelatent.latents.store import LatentStore, StoreSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")

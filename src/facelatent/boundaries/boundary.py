@@ -2,7 +2,9 @@
 
 A boundary is the hyperplane `normal . x + intercept = 0` in one latent space; the positive side
 is the high-attribute side, and `normal . x + intercept` is the signed Euclidean distance of `x`
-to the hyperplane (the normal has unit length). Files are `.npz` archives with six keys:
+to the hyperplane (the normal has unit length). Files are `.npz` archives written through
+`facelatent.io` (atomic, with the members `format` = "facelatent.boundary" and `format_version`
+= 1; files from before the header are read too) and six keys:
 
     normal      float32 [dim] (Z, W) or [num_ws, dim] (W+, layer-wise; unit Frobenius norm)
     intercept   float64 scalar
@@ -29,9 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from facelatent.errors import FileFormatError
+from facelatent.io import check_header, jsonable, load_npz, save_npz
+
 SPACES = ("z", "w", "wp")
 NPZ_KEYS = ("normal", "intercept", "space", "attribute", "metrics", "provenance")
-UNIT_TOLERANCE = 1e-4  # |norm - 1| above this is an error (constructor) or a warning (.npy load)
+FORMAT = "facelatent.boundary"
+FORMAT_VERSION = 1
+KIND = "a boundary file (.npz from facelatent or an InterFaceGAN .npy)"
+UNIT_TOLERANCE = 1e-4      # |norm - 1| above this is an error (constructor) or a warning (.npy load)
+MAX_ELEMENTS = 1_000_000   # a normal is num_ws x w_dim at most (18 x 512); refuse more unread
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass
@@ -110,9 +120,7 @@ class Boundary:
         return x.reshape(len(x), -1) @ self.normal.reshape(-1).astype(np.float64) + self.intercept
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the `.npz` file (atomically: a temporary file, then a rename); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the `.npz` file (atomically, with the format header); returns the path."""
         arrays = {
             "normal": self.normal.astype(np.float32),
             "intercept": np.float64(self.intercept),
@@ -121,53 +129,40 @@ class Boundary:
             "metrics": np.str_(json.dumps(jsonable(self.metrics), sort_keys=True)),
             "provenance": np.str_(json.dumps(jsonable(self.provenance), sort_keys=True)),
         }
-        return save_npz_atomic(path, arrays)
-
-
-def save_npz_atomic(path: Path, arrays: dict[str, Any], compressed: bool = False) -> Path:
-    """Write ``arrays`` to the `.npz` at ``path`` through a temporary file and a rename, so a
-    reader never sees half a file and a killed writer leaves the old one intact."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        return save_npz(path, arrays, format=FORMAT, version=FORMAT_VERSION)
 
 
 def load_boundary(path: str | os.PathLike[str]) -> Boundary:
-    """Read one of our `.npz` boundary files, or an InterFaceGAN `.npy` normal.
+    """Read one of our `.npz` boundary files (with or without the format header), or an
+    InterFaceGAN `.npy` normal.
 
-    Raises `ValueError` for a file that is neither, for unknown `.npz` keys, and for bad shapes,
-    NaN or zero normals. A `.npy` normal whose norm is off by more than 1e-4 is normalised with
-    a warning; its norm is always kept in `provenance["original_norm"]`.
+    Every way a file can be wrong (missing, a folder, empty, truncated, text, pickled, other
+    keys, a bad shape, NaN or zero normals) is one `FileFormatError` (a ValueError) naming the
+    file, or FileNotFoundError. A `.npy` normal whose norm is off by more than 1e-4 is
+    normalised with a warning; its norm is always kept in `provenance["original_norm"]`.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no boundary file at {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{path} is not a boundary file (.npz from facelatent or an InterFaceGAN "
-                         f".npy): {exc}") from exc
-    if isinstance(data, np.ndarray):
-        return _from_npy(path, data)
-    with data:
-        keys = set(data.files)
-        unknown = sorted(keys - set(NPZ_KEYS))
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown} in a boundary file; expected "
-                             f"{list(NPZ_KEYS)}")
-        missing = [k for k in ("normal", "intercept") if k not in keys]
-        if missing:
-            raise ValueError(f"{path}: a boundary file needs the keys {missing}")
-        values = {k: data[k] for k in keys}
+    if _head(path) == NPY_MAGIC:
+        return _from_npy(path, _read_npy(path))
+    values = load_npz(path, max_elements=MAX_ELEMENTS, kind=KIND)
+    if "format" in values or "format_version" in values:
+        version = values.pop("format_version", None)
+        check_header(path, str(values.pop("format", "")), None if version is None else
+                     version.item(), FORMAT, FORMAT_VERSION, KIND)
+    unknown = sorted(set(values) - set(NPZ_KEYS))
+    if unknown:
+        raise FileFormatError(f"{path}: unknown keys {unknown} in a boundary file; expected "
+                              f"{list(NPZ_KEYS)}")
+    missing = [k for k in ("normal", "intercept") if k not in values]
+    if missing:
+        raise FileFormatError(f"{path}: a boundary file needs the keys {missing}")
     normal = values["normal"]
     intercept = values["intercept"]
-    if intercept.size != 1:
-        raise ValueError(f"{path}: intercept must be a scalar, got shape {list(intercept.shape)}")
+    if intercept.size != 1 or intercept.dtype.kind not in "fiu":
+        raise FileFormatError(f"{path}: intercept must be a number, got dtype {intercept.dtype} "
+                              f"and shape {list(intercept.shape)}")
     guess_space, guess_attribute, _ = _parse_name(path)
     space = str(values["space"]) if "space" in values else ("wp" if normal.ndim == 2 else guess_space)
     try:
@@ -179,24 +174,59 @@ def load_boundary(path: str | os.PathLike[str]) -> Boundary:
             metrics=_json_field(path, values, "metrics"),
             provenance=_json_field(path, values, "provenance"),
         )
+    except FileFormatError:
+        raise
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise FileFormatError(f"{path}: {exc}") from None
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of ``path`` (b"" for a folder or an unreadable file: `load_npz` then
+    says what is wrong)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(NPY_MAGIC))
+    except OSError:
+        return b""
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A `.npy` array, its header checked before its data: no pickles, at most MAX_ELEMENTS."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            if dtype.hasobject:
+                raise FileFormatError(f"{path} holds Python objects (pickled data), which "
+                                      f"facelatent never loads; expected {KIND}")
+            if math.prod(shape) > MAX_ELEMENTS:
+                raise FileFormatError(f"{path} holds an array of shape {list(shape)}, far larger "
+                                      f"than a boundary normal; expected {KIND}")
+            fh.seek(0)
+            return np.lib.format.read_array(fh, allow_pickle=False)
+    except FileFormatError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise FileFormatError(f"{path} is a damaged .npy file ({exc}); expected {KIND}") from None
 
 
 def _from_npy(path: Path, array: np.ndarray) -> Boundary:
     """An InterFaceGAN normal: `(1, dim)` or `(dim,)`; `(num_ws, dim)` with num_ws > 1 is W+."""
     if array.dtype.kind != "f":
-        raise ValueError(f"{path}: a boundary .npy must hold floats, got dtype {array.dtype}")
+        raise FileFormatError(f"{path}: a boundary .npy must hold floats, got dtype {array.dtype}")
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
     if array.ndim not in (1, 2) or array.size == 0:
-        raise ValueError(f"{path}: a boundary .npy must have shape (1, dim), (dim,) or "
-                         f"(num_ws, dim), got {array.shape}")
+        raise FileFormatError(f"{path}: a boundary .npy must have shape (1, dim), (dim,) or "
+                              f"(num_ws, dim), got {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError(f"{path}: the normal contains NaN or infinite values")
+        raise FileFormatError(f"{path}: the normal contains NaN or infinite values")
     norm = float(np.linalg.norm(array.astype(np.float64)))
     if norm == 0.0:
-        raise ValueError(f"{path}: the normal is the zero vector")
+        raise FileFormatError(f"{path}: the normal is the zero vector")
     if abs(norm - 1.0) > UNIT_TOLERANCE:
         warnings.warn(f"{path}: the normal has norm {norm:.6g}, not 1; normalising it "
                       "(the original norm is kept in provenance['original_norm'])", stacklevel=3)
@@ -239,24 +269,7 @@ def _json_field(path: Path, values: dict[str, np.ndarray], key: str) -> dict[str
     try:
         parsed = json.loads(str(values[key]))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: {key} is not valid JSON: {exc}") from exc
+        raise FileFormatError(f"{path}: {key} is not valid JSON: {exc}") from None
     if not isinstance(parsed, dict):
-        raise ValueError(f"{path}: {key} must be a JSON object, got {type(parsed).__name__}")
+        raise FileFormatError(f"{path}: {key} must be a JSON object, got {type(parsed).__name__}")
     return parsed
-
-
-def jsonable(value: Any) -> Any:
-    """Numpy scalars and arrays, paths and non-finite floats made JSON-safe (NaN -> null)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value

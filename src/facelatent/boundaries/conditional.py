@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, clone
 
 from facelatent.boundaries.boundary import Boundary
+from facelatent.boundaries.linear import LinearBoundary
 
 # Below this fraction of its norm left after projection, the primal lies in the conditions' span.
 MIN_RESIDUAL = 1e-6
@@ -81,6 +84,45 @@ def condition_boundary(primal: Boundary, conditions: Sequence[Boundary]) -> Boun
     }
     return Boundary(direction, 0.0, space=primal.space, attribute=primal.attribute,
                     metrics={"cos_to_primal": provenance["cos_to_primal"]}, provenance=provenance)
+
+
+class ConditionalBoundary(BaseEstimator):
+    """Fit a primal boundary on `(latents, scores)` and condition it on fixed boundaries: the
+    edit direction for one attribute that leaves the `conditions` where they are.
+
+    `fit` fits a clone of `estimator` (its learned values are in `primal_`) and sets `normal_`
+    (unit, the primal's shape, orthogonal to every condition), `cos_to_primal_` and
+    `intercept_` (0: a conditional direction has no classifier hyperplane). Returns self.
+    """
+
+    def __init__(
+        self,
+        estimator: LinearBoundary | None = None,  # fits the primal; None = LinearBoundary()
+        conditions: Sequence[Boundary] = (),      # boundaries of the same space to keep fixed
+    ) -> None:
+        self.estimator = estimator
+        self.conditions = conditions
+
+    def fit(self, latents: np.ndarray, scores: np.ndarray) -> ConditionalBoundary:
+        """Latents `[N, D]` (or `[N, num_ws, D]`) and scores `[N]`, as `LinearBoundary.fit`."""
+        est = clone(self.estimator) if self.estimator is not None else LinearBoundary()
+        self.primal_ = est.fit(latents, scores)
+        direction = condition(self.primal_.normal_, [c.normal for c in self.conditions])
+        self.normal_ = direction.astype(np.float32)
+        self.intercept_ = 0.0
+        self.cos_to_primal_ = float(direction.reshape(-1) @ self.primal_.normal_.reshape(-1)
+                                    .astype(np.float64))
+        return self
+
+    def to_boundary(self, attribute: str, space: str,
+                    provenance: dict[str, Any] | None = None) -> Boundary:
+        """The conditioned direction as a `Boundary` (what `condition_boundary` gives for the
+        primal's boundary and the conditions)."""
+        if not hasattr(self, "primal_"):
+            raise ValueError("this ConditionalBoundary is not fitted yet; call fit(latents, "
+                             "scores) first")
+        primal = self.primal_.to_boundary(attribute, space, provenance)
+        return condition_boundary(primal, list(self.conditions))
 
 
 def correlation_matrix(boundaries: Sequence[Boundary | np.ndarray], absolute: bool = False) -> np.ndarray:

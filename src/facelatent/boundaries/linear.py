@@ -16,12 +16,11 @@ The protocol, as `LinearBoundary.fit` runs it on latents `[N, D]` and scores `[N
 Solvers:
 
 - "logistic" (default): L2-penalised logistic regression (scikit-learn, lbfgs), penalty `C`.
-  Measured with bench/boundaries.py on 20,000 x 512 latents (Gaussian, and W from
-  MobileStyleGAN's mapping network; five seeds each, one BLAS thread): the best or tied-best
-  validation accuracy on both top/bottom-2% and median-split labels, and the fastest solver
-  (about 10 ms on the 560 training samples of the 2% split, 0.1-0.5 s on the 14,000 of the
-  median split, where `svc` takes minutes). On 560 samples `svc` is fast too (about 20 ms):
-  the speed-up is at the scale of InterFaceGAN's real protocol, not on tiny splits.
+  In bench/boundaries.py (Gaussian latents and W from MobileStyleGAN's mapping network) it
+  has the best or tied-best validation accuracy on both top/bottom-2% and median-split labels
+  and is the fastest solver; `svc` is quadratic in the training samples, so the gap appears at
+  the scale of a median split, not on the few hundred samples of a 2% split. The README
+  quotes the figures.
 - "lda": two-class linear discriminant analysis with a Ledoit-Wolf-shrunk covariance, closed
   form (`shrunk_lda`). Best on isotropic Gaussian latents at 2%, but Ledoit-Wolf shrinks almost
   fully toward the identity when the only structure is the class spike, so it loses accuracy
@@ -47,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import sklearn
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC, LinearSVC
@@ -59,8 +59,9 @@ MIN_TRAIN_PER_CLASS = 2
 MIN_VAL_PER_CLASS = 1
 
 
-class LinearBoundary:
-    """Fit a hyperplane that separates high-score from low-score latents (scikit-learn style).
+class LinearBoundary(BaseEstimator):
+    """Fit a hyperplane that separates high-score from low-score latents (a scikit-learn
+    estimator: `get_params`, `set_params` and `sklearn.base.clone` work).
 
     The hyperparameters below are stored as given and checked in `fit`, which returns self;
     learned values end in `_`. See the module docstring for the protocol and the solvers.
@@ -220,7 +221,10 @@ class LinearBoundary:
         if x.dtype.kind not in "fiu":
             raise ValueError(f"latents must be numeric, got dtype {x.dtype}")
         if not np.isfinite(x).all():
-            raise ValueError("latents contain NaN or infinite values; drop incomplete samples first")
+            bad = int((~np.isfinite(x.reshape(len(x), -1)).all(axis=1)).sum())
+            raise ValueError(f"latents contain NaN or infinite values ({bad} of {len(x)} rows); "
+                             "drop or repair those rows (for a store: `facelatent store verify "
+                             "STORE`)")
         return x.reshape(len(x), -1).astype(np.float64), tuple(x.shape[1:])
 
     @staticmethod

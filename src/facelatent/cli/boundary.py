@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from facelatent.io import jsonable
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group = sub.add_parser("boundary", help="fit, condition and correlate attribute boundaries",
@@ -91,9 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 # --- boundary ---------------------------------------------------------------------------
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from facelatent.boundaries import LinearBoundary
+    from facelatent.boundaries import LinearBoundary, read_fit_data
 
-    latents, scores, source = _read_latents(args, args.attribute)
+    latents, scores, source = read_fit_data(store=args.store, npz=args.npz, space=args.space,
+                                            attribute=args.attribute)
     print(f"fitting {args.attribute} in {args.space} on {len(latents)} samples "
           f"({args.solver}, ratio {args.ratio}, {args.bootstrap} bootstrap refits)...",
           file=sys.stderr, flush=True)
@@ -103,9 +106,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     path = boundary.save(args.out)
     m = boundary.metrics
     if args.json:
-        print(json.dumps(_clean({"out": str(path), "attribute": boundary.attribute,
-                                 "space": boundary.space, "intercept": boundary.intercept,
-                                 "metrics": m, "provenance": boundary.provenance}), indent=2))
+        print(json.dumps(jsonable({"out": str(path), "attribute": boundary.attribute,
+                                   "space": boundary.space, "intercept": boundary.intercept,
+                                   "metrics": m, "provenance": boundary.provenance}), indent=2))
     else:
         print(f"{boundary.attribute} ({boundary.space}): validation accuracy {_pct(m['val_accuracy'])}, "
               f"remaining {_pct(m['remaining_accuracy'])}, stability {_num(m['stability'])}, "
@@ -125,10 +128,10 @@ def cmd_condition(args: argparse.Namespace) -> int:
     path = result.save(args.out)
     residual = [float(abs(result.normal.ravel().astype(np.float64) @ c.normal.ravel())) for c in conditions]
     if args.json:
-        print(json.dumps(_clean({"out": str(path), "attribute": result.attribute,
-                                 "conditions": [c.attribute for c in conditions],
-                                 "cos_to_primal": result.metrics["cos_to_primal"],
-                                 "max_abs_cos_to_conditions": max(residual)}), indent=2))
+        print(json.dumps(jsonable({"out": str(path), "attribute": result.attribute,
+                                   "conditions": [c.attribute for c in conditions],
+                                   "cos_to_primal": result.metrics["cos_to_primal"],
+                                   "max_abs_cos_to_conditions": max(residual)}), indent=2))
     else:
         names = ", ".join(c.attribute for c in conditions)
         print(f"{result.attribute} conditioned on {names}: cos to primal "
@@ -165,21 +168,21 @@ def cmd_correlate(args: argparse.Namespace) -> int:
 # --- directions -------------------------------------------------------------------------
 
 def cmd_sefa(args: argparse.Namespace) -> int:
-    from facelatent.boundaries import sefa
-    from facelatent.boundaries.unsupervised import parse_layers
+    from facelatent.boundaries import SeFa
     from facelatent.generators import get_generator
+    from facelatent.ranges import parse_layers
 
     G = get_generator(args.model, device="cpu", backend="torch")
     layers = parse_layers(args.layers, G.num_ws)
-    directions = sefa(G, layers=layers, k=args.k)
+    directions = SeFa(layers=layers, k=args.k).fit(G).to_boundaries()
     return _write_directions(directions, args, "eigenvalue")
 
 
 def cmd_ganspace(args: argparse.Namespace) -> int:
-    from facelatent.boundaries import ganspace
+    from facelatent.boundaries import GANSpace, read_fit_data
 
-    latents, _, source = _read_latents(args, None)
-    directions = ganspace(latents, k=args.k, space=args.space)
+    latents, _, source = read_fit_data(store=args.store, npz=args.npz, space=args.space)
+    directions = GANSpace(k=args.k, space=args.space).fit(latents).to_boundaries()
     for d in directions:
         d.provenance.update(source)
     return _write_directions(directions, args, "explained_variance_ratio")
@@ -203,43 +206,13 @@ def _write_directions(directions: list[Any], args: argparse.Namespace, key: str)
 
 # --- shared -----------------------------------------------------------------------------
 
-def _read_latents(args: argparse.Namespace, attribute: str | None) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """Latents `[N, D]` of `args.space`, the attribute's scores `[N]` (or None) and a provenance."""
-    if args.npz:
-        with np.load(args.npz, allow_pickle=False) as data:
-            if args.space not in data.files:
-                raise ValueError(f"{args.npz} has no array {args.space!r} (has {sorted(data.files)})")
-            latents = data[args.space]
-            scores = None
-            if attribute is not None:
-                key = f"scores_{attribute}"
-                if key not in data.files:
-                    have = sorted(k[len("scores_"):] for k in data.files if k.startswith("scores_"))
-                    raise ValueError(f"{args.npz} has no {key!r}; scores present: {have}")
-                scores = data[key]
-        return latents, scores, {"npz": str(Path(args.npz).resolve())}
-    from facelatent.latents.store import LatentStore
-
-    store = LatentStore.open(args.store)
-    latents = store.latents(args.space)
-    scores = store.scores(attribute) if attribute is not None else None
-    manifest = {k: v for k, v in dict(store.manifest).items() if len(json.dumps(_clean(v))) <= 500}
-    return latents, scores, {"store": str(Path(args.store).resolve()), "store_manifest": manifest}
-
-
 def _command(args: argparse.Namespace) -> dict[str, Any]:
     arguments = {k: v for k, v in vars(args).items()
                  if k not in ("func", "command") and not k.endswith("_command")}
     group = "boundary" if getattr(args, "boundary_command", None) else "directions"
     action = getattr(args, "boundary_command", None) or getattr(args, "directions_command", "")
-    return {"command": f"facelatent {group} {action}", "arguments": _clean(arguments),
+    return {"command": f"facelatent {group} {action}", "arguments": jsonable(arguments),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def _clean(value: Any) -> Any:
-    from facelatent.boundaries.boundary import jsonable
-
-    return jsonable(value)
 
 
 def _pct(v: float | None) -> str:

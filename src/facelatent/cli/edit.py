@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -56,74 +54,32 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def store_settings(provenance: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of the store a boundary was fitted on, with its path under "path"; looks
-    through a conditional boundary's primal. Empty when the provenance names no store."""
-    for prov in (provenance, (provenance.get("primal") or {}).get("provenance") or {}):
-        if prov.get("store"):
-            manifest = dict(prov.get("store_manifest") or {})
-            if "generator" not in manifest and Path(prov["store"]).exists():
-                from facelatent.latents.store import LatentStore
-
-                manifest = LatentStore.open(prov["store"], read_only=True).manifest
-            return {**manifest, "path": prov["store"]}
-    return {}
-
-
-def load_edit_boundary(path: str, space: str | None) -> Any:
-    """A boundary file, with `space` overriding the file's own (InterFaceGAN .npy files)."""
-    from facelatent.boundaries import Boundary, load_boundary
-
-    b = load_boundary(path)
-    if space is not None and space != b.space:
-        b = Boundary(b.normal, b.intercept, space=space, attribute=b.attribute,
-                     metrics=b.metrics, provenance=b.provenance)
-    return b
-
-
-def sigma_for(boundary: Any, sigma: float | None, store_path: str | None) -> tuple[float, str]:
-    """The sigma unit and where it came from: --sigma, the metrics, or a store's latents."""
-    from facelatent.editing import distance_spread, resolve_sigma
-
-    if sigma is not None or "sigma" in boundary.metrics or "std" in boundary.metrics:
-        return resolve_sigma(boundary, sigma), "--sigma" if sigma is not None else "boundary metrics"
-    settings = store_settings(boundary.provenance)
-    path = store_path or settings.get("path")
-    if path is None or not Path(path).exists():
-        resolve_sigma(boundary, None)  # raises, naming the fixes
-    from facelatent.latents.store import LatentStore
-
-    store = LatentStore.open(path, read_only=True)
-    latents = store.latents("z" if boundary.space == "z" else "w")
-    return distance_spread(boundary, latents), f"{len(latents)} samples of {path}"
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from facelatent.editing import edit_to_dir
+    from facelatent.editing import (check_fits, edit_to_dir, generator_settings,
+                                    load_edit_boundary, sefa_layers, sigma_for)
     from facelatent.generators import get_generator
-    from facelatent.latents.sampling import parse_seeds
+    from facelatent.ranges import parse_seeds
 
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     seeds = parse_seeds(args.seeds)
     boundary = load_edit_boundary(args.boundary, args.space)
     conditions = [load_edit_boundary(f, args.space) for f in args.condition]
-    settings = store_settings(boundary.provenance)
-    model = args.model or settings.get("generator") or "mobilestylegan-ffhq"
-    psi = args.psi if args.psi is not None else float(settings.get("truncation_psi", 1.0))
-    tspace = args.truncation_space or settings.get("truncation_space", "w")
+    setup = generator_settings(boundary, args.model, args.psi, args.truncation_space)
+    model, psi = setup["generator"], setup["truncation_psi"]
     sigma, source = (sigma_for(boundary, args.sigma, args.store) if args.unit == "sigma"
                      else (None, "raw units"))
     strengths = np.linspace(args.range[0], args.range[1], args.steps)
     device = "cpu" if args.backend == "openvino" else args.device
     G = get_generator(model, device=device, backend=args.backend)
+    for b in (boundary, *conditions):
+        check_fits(b, G, model)
     layers = args.layers
-    sefa_layers = boundary.provenance.get("layers") if boundary.provenance.get("method") == "sefa" else None
-    if layers is None and sefa_layers and len(sefa_layers) < G.num_ws:
-        layers = [int(i) for i in sefa_layers]      # SeFa edits the style inputs it was found on
+    if layers is None and (own := sefa_layers(boundary, G.num_ws)) is not None:
+        layers = own                    # SeFa edits the style inputs it was found on
         print(f"editing the SeFa direction's own style inputs {layers} (--layers overrides)",
               file=sys.stderr)
     print(f"editing {len(seeds)} faces of {model} (psi {psi:g}) along {boundary.attribute!r} "
@@ -132,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     with tqdm(total=len(seeds) * args.steps, unit="img", desc="edit", file=sys.stderr) as bar:
         summary = edit_to_dir(
-            G, seeds, boundary, strengths, args.out, truncation_psi=psi, truncation_space=tspace,
-            size=args.size, batch=args.batch, frame_ms=args.frame_ms, progress=bar.update,
+            G, seeds, boundary, strengths, args.out, truncation_psi=psi,
+            truncation_space=setup["truncation_space"], size=args.size, batch=args.batch,
+            frame_ms=args.frame_ms, progress=bar.update,
             info={"boundary_file": str(args.boundary), "sigma_source": source,
                   "condition_files": list(args.condition)},
             mode=args.mode, layers=layers, conditions=conditions, unit=args.unit, sigma=sigma)

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="override the rule (the recogniser the store's embeddings are not from)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass")
-    p.add_argument("--keep", type=int, default=4, help="faces shown in the grids (default 4)")
+    p.add_argument("--keep", type=int, default=4,
+                   help="faces shown in the grids (default 4; 0 = write no grids)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--json", action="store_true", help="print evaluation.json")
     p.set_defaults(func=run)
@@ -48,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from facelatent.cli.edit import load_edit_boundary
+    from facelatent.io import read_json
+
+    from facelatent.editing import load_edit_boundary
     from facelatent.evaluation.metrics import evaluate_store, write_evaluation
     from facelatent.generators import resolve_device
 
@@ -57,20 +60,17 @@ def run(args: argparse.Namespace) -> int:
     boundary = load_edit_boundary(args.boundary, args.space)
     conditions = [load_edit_boundary(f, args.space) for f in args.condition]
     strengths = np.linspace(args.range[0], args.range[1], args.steps)
-    variants = 2 if conditions else 1
-    total = args.n * args.steps * variants + (0 if args.mode == "relative" and 0.0 in strengths else args.n)
-    with tqdm(total=total, unit="img", desc="evaluate", file=sys.stderr) as bar:
+    with tqdm(unit="img", desc="evaluate", file=sys.stderr) as bar:
         ev = evaluate_store(args.store, boundary, strengths, conditions, n=args.n, pick=args.pick,
                             seed=args.seed, identity_model=args.identity_model,
                             attributes=args.attributes, sigma=args.sigma,
                             device=str(resolve_device(args.device)), mode=args.mode,
                             unit=args.unit, layers=args.layers, batch=args.batch,
-                            keep=args.keep, progress=bar.update)
+                            keep=args.keep, progress=bar.update, on_start=bar.reset)
     paths = write_evaluation(ev, args.out, info={"boundary_file": args.boundary,
                                                  "condition_files": list(args.condition)})
-    data = json.loads(paths["json"].read_text())
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(read_json(paths["json"]), indent=2))
         return 0
     lo, hi = ev.strengths[0], ev.strengths[-1]
     for variant in ev.variants:

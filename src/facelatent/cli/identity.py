@@ -7,13 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-BOUNDARIES_FILE = "boundaries.npz"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,52 +35,36 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--split", type=float, default=0.7, help="training fraction")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True,
-                   help=f"a folder (gets {BOUNDARIES_FILE} and summary.json) or an .npz path")
+                   help="a folder (gets boundaries.npz and summary.json) or an .npz path")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run_fit)
 
 
-def parse_seeds(value: str) -> int | list[int]:
-    """'1000' -> 1000 (a count); '3,17,42' or '0-99' or '0-9,20' -> a seed list."""
-    value = value.strip()
-    if value.isdigit():
-        return int(value)
-    seeds: list[int] = []
-    for part in value.split(","):
-        part = part.strip()
-        if "-" in part:
-            lo, hi = (int(v) for v in part.split("-", 1))
-            if hi < lo:
-                raise ValueError(f"seed range {part!r} runs backwards")
-            seeds.extend(range(lo, hi + 1))
-        elif part:
-            seeds.append(int(part))
-    if not seeds:
-        raise ValueError(f"--references must be a count or seeds like 3,17,42 or 0-99, got {value!r}")
-    return seeds
-
-
 def boundaries_path(value: str | Path) -> Path:
-    path = Path(value)
-    return path / BOUNDARIES_FILE if path.suffix != ".npz" else path
+    """Thin alias of `facelatent.boundaries.identity.boundaries_path` (the folder convention
+    lives in the library; kept here for callers that import it from the CLI)."""
+    from facelatent.boundaries.identity import boundaries_path as library_path
+
+    return library_path(value)
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from facelatent.boundaries.identity import fit_identity_boundaries
-    from facelatent.latents.store import LatentStore
+    from facelatent.boundaries import IdentityBoundaryFitter
+    from facelatent.boundaries.sources import open_store
+    from facelatent.ranges import parse_count_or_seeds
 
-    store = LatentStore.open(args.store, read_only=True)
-    ids = fit_identity_boundaries(store, references=parse_seeds(args.references),
-                                  model=args.model, space=args.space, rule=args.rule,
-                                  quantile=args.quantile, solver=args.solver, split=args.split,
-                                  seed=args.seed)
-    target = boundaries_path(args.out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    ids.provenance = {**(ids.provenance or {}), "command": sys.argv}
-    ids.save(target)
-    summary = _fit_summary(ids, target)
-    if Path(args.out).suffix != ".npz":
-        (target.parent / "summary.json").write_text(json.dumps(summary, indent=2))
+    store = open_store(args.store)
+    try:        # sized against the store before any list is built
+        references = parse_count_or_seeds(args.references, limit=max(1, len(store)),
+                                          option="--references")
+    except ValueError as exc:
+        raise ValueError(f"{exc} (the store {args.store} holds {len(store):,} samples)") from None
+    fitter = IdentityBoundaryFitter(references=references, model=args.model, space=args.space,
+                                    rule=args.rule, quantile=args.quantile, solver=args.solver,
+                                    split=args.split, random_state=args.seed)
+    ids = fitter.fit(store).boundaries_
+    target = ids.save(args.out)
+    summary = {"path": str(target), **ids.summary(), "bytes": target.stat().st_size}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -95,14 +73,3 @@ def run_fit(args: argparse.Namespace) -> int:
               f"{summary['val_accuracy']['median']:.3f} (min {summary['val_accuracy']['min']:.3f}); "
               f"wrote {target} ({summary['bytes'] / 1e6:.1f} MB)")
     return 0
-
-
-def _fit_summary(ids: Any, target: Path) -> dict[str, Any]:
-    m = ids.metrics
-    val = np.asarray(m.get("val_accuracy", []), float)
-    stats = ({"median": float(np.median(val)), "mean": float(val.mean()),
-              "min": float(val.min()), "max": float(val.max())} if val.size else {})
-    return {"path": str(target), "references": len(ids), "space": ids.space,
-            "label_model": ids.model, "val_accuracy": stats,
-            "fit_seconds": float((ids.provenance or {}).get("fit_seconds", 0.0)),
-            "bytes": target.stat().st_size}

@@ -34,7 +34,6 @@ its normal (MODELS.md: std 1.9 for gender, 1.0 for age in W). "raw" is plain lat
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -44,17 +43,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from facelatent.boundaries.boundary import Boundary, jsonable
+from facelatent.boundaries.boundary import Boundary
 from facelatent.boundaries.conditional import condition
-from facelatent.boundaries.unsupervised import parse_layers
 from facelatent.generators.base import Generator
 from facelatent.images import resize, to_uint8
+from facelatent.io import write_json
 from facelatent.latents.sampling import latents_for_seeds
+from facelatent.ranges import parse_layers
 
 __all__ = ["MODES", "UNITS", "base_latents", "distance_spread", "edit_direction", "edit_images",
            "edit_latents", "edit_to_dir", "labelled_grid", "resolve_sigma", "strength_label",
            "strengths_array", "synthesize"]
 
+EDIT_FORMAT = "facelatent.edit"        # the header of edit.json
+EDIT_FORMAT_VERSION = 1
 MODES = ("relative", "absolute")
 UNITS = ("sigma", "raw")
 MIN_RATE = 1e-6  # |u . n| below this: the edit direction cannot move the distance
@@ -151,17 +153,9 @@ def _check_latents(x: Tensor, boundary: Boundary, space: str | None) -> None:
 
 def _layer_mask(layers: Layers, num_ws: int) -> Tensor:
     """`[num_ws]` float64 mask with ones on the chosen style inputs (all when `layers` is None)."""
-    chosen = parse_layers(layers, num_ws) if layers is not None else None
-    if chosen is None:
-        return torch.ones(num_ws, dtype=torch.float64)
-    if not chosen:
-        raise ValueError("layers is empty; give style-input indices such as '0-7' or [0, 1, 2]")
-    bad = sorted({i for i in chosen if not 0 <= i < num_ws})
-    if bad:
-        raise ValueError(f"layer index {bad} out of range: the generator has style inputs "
-                         f"0..{num_ws - 1}")
+    chosen = parse_layers(layers, num_ws, option="layers")
     mask = torch.zeros(num_ws, dtype=torch.float64)
-    mask[chosen] = 1.0
+    mask[chosen if chosen is not None else slice(None)] = 1.0
     return mask
 
 
@@ -367,9 +361,13 @@ def edit_to_dir(generator: Generator, seeds: Sequence[int], boundary: Boundary,
                 info: dict[str, Any] | None = None, **edit: Any) -> dict[str, Any]:
     """Write the edits of `seeds` to `out`: per seed `seed%04d.png` (strengths left to right)
     and `seed%04d.gif` (the strengths there and back), `grid.png` (seeds x strengths) and
-    `edit.json` (what was done). `**edit`: `edit_latents` keywords. Returns the summary
-    written to edit.json (with every file's path)."""
+    `edit.json` (what was done; format "facelatent.edit", written atomically). `**edit`:
+    `edit_latents` keywords. Returns the summary written to edit.json (with every file's
+    path)."""
     s = strengths_array(strengths)
+    for name, value in (("size", size), ("batch", batch), ("frame_ms", frame_ms)):
+        if int(value) < 1:
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be at least 1, got {value}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     unit = edit.get("unit", "sigma")
@@ -396,10 +394,10 @@ def edit_to_dir(generator: Generator, seeds: Sequence[int], boundary: Boundary,
                      "intercept": boundary.intercept, "metrics": boundary.metrics},
         "conditions": [c.attribute for c in conditions], "strengths": s.tolist(), "unit": unit,
         "sigma": sigma, "mode": edit.get("mode", "relative"),
-        "layers": parse_layers(edit["layers"], generator.num_ws) if edit.get("layers") is not None else None,
+        "layers": parse_layers(edit.get("layers"), generator.num_ws, option="layers"),
         "generator": getattr(generator, "name", type(generator).__name__),
         "truncation_psi": truncation_psi, "truncation_space": truncation_space, "size": size,
         "seeds": [int(v) for v in seeds], "grid": str(grid_path), "files": files, **(info or {}),
     }
-    (out / "edit.json").write_text(json.dumps(jsonable(summary), indent=2))
+    write_json(out / "edit.json", summary, format=EDIT_FORMAT, version=EDIT_FORMAT_VERSION)
     return summary

@@ -7,6 +7,7 @@
 """
 
 from facelatent.evaluation.metrics import (
+    EVALUATION_FORMAT,
     IDENTITY_RULE,
     EditEvaluation,
     evaluate_edit,
@@ -20,6 +21,6 @@ from facelatent.evaluation.metrics import (
 )
 from facelatent.evaluation.report import INTERFACEGAN_PGGAN_VAL, build_report
 
-__all__ = ["IDENTITY_RULE", "INTERFACEGAN_PGGAN_VAL", "EditEvaluation", "build_report",
+__all__ = ["EVALUATION_FORMAT", "IDENTITY_RULE", "INTERFACEGAN_PGGAN_VAL", "EditEvaluation", "build_report",
            "evaluate_edit", "evaluate_store", "evaluation_identity_model", "pick_rows",
            "score_names", "spearman_rows", "target_score", "write_evaluation"]

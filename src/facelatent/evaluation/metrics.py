@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facelatent.boundaries.boundary import Boundary, jsonable
+from facelatent.boundaries.boundary import Boundary
 from facelatent.editing.apply import (
     base_latents,
     edit_latents,
@@ -50,11 +50,14 @@ from facelatent.editing.apply import (
 from facelatent.faces.analysis import ATTRIBUTES, DEFAULT_ATTRIBUTES, FaceAnalyzer, resolve_attributes
 from facelatent.generators.base import Generator
 from facelatent.images import resize, to_uint8
+from facelatent.io import jsonable, write_json
 
-__all__ = ["IDENTITY_RULE", "EditEvaluation", "evaluate_edit", "evaluate_store",
-           "evaluation_identity_model", "pick_rows", "score_names", "spearman_rows",
-           "target_score", "write_evaluation"]
+__all__ = ["EVALUATION_FORMAT", "IDENTITY_RULE", "EditEvaluation", "check_run", "evaluate_edit",
+           "evaluate_store", "evaluation_identity_model", "pick_rows", "score_names",
+           "spearman_rows", "target_score", "write_evaluation"]
 
+EVALUATION_FORMAT = "facelatent.edit-evaluation"   # the header of evaluation.json
+EVALUATION_FORMAT_VERSION = 1
 IDENTITY_RULE = ("identity is measured with the recogniser that did not make the store's "
                  "(primary, first-listed) embeddings: dlib for an SFace store or one without "
                  "embeddings, SFace for a dlib store")
@@ -226,7 +229,8 @@ class EditEvaluation:
                 "drift": self.drift(v), "drift_sd": self.drift(v, normalised=True),
             }
         return jsonable({
-            "format": "facelatent.edit-evaluation", "boundary": self.boundary,
+            "format": EVALUATION_FORMAT, "format_version": EVALUATION_FORMAT_VERSION,
+            "boundary": self.boundary,
             "conditions": self.conditions, "strengths": s.tolist(), **self.settings,
             "n": self.n, "seeds": self.seeds, "identity_model": self.identity_model,
             "identity_rule": IDENTITY_RULE, "target": self.target,
@@ -276,7 +280,8 @@ def evaluate_edit(generator: Generator, analyzer: FaceAnalyzer, boundary: Bounda
                   unit: str = "sigma", sigma: float | None = None, truncation_psi: float = 1.0,
                   truncation_space: str = "w", batch: int = 8, keep: int = 4,
                   thumb_size: int = 128, clamp: bool = True, seeds: Sequence[int] | None = None,
-                  progress: Callable[[int], None] | None = None) -> EditEvaluation:
+                  progress: Callable[[int], None] | None = None,
+                  on_start: Callable[[int], None] | None = None) -> EditEvaluation:
     """Edit N faces at S strengths, re-score and embed them (module docstring: the figures).
 
     latents_or_seeds: integer seeds, or latents in the boundary's space (z `[N, z_dim]` for a
@@ -287,10 +292,12 @@ def evaluate_edit(generator: Generator, analyzer: FaceAnalyzer, boundary: Bounda
     `edit_latents`. `keep`: faces whose thumbnails (`thumb_size` px) are kept for grids.
     `clamp`: clamp images to [-1, 1] before scoring (module docstring); False scores the raw
     generator output, as a store without clamping did.
-    Costs N x S images per variant (plus N unedited ones unless relative mode has strength 0).
+    Costs N x S images per variant (plus N unedited ones unless relative mode has strength 0);
+    `on_start(total)` is told that count before the first image, `progress(k)` after each batch.
     """
     if identity_model not in ("sface", "dlib"):
         raise ValueError(f"identity_model must be 'sface' or 'dlib', got {identity_model!r}")
+    check_run(keep, batch)
     s = strengths_array(strengths)
     names = score_names(attributes if attributes is not None else DEFAULT_ATTRIBUTES)
     scale = resolve_sigma(boundary, sigma) if unit == "sigma" else None
@@ -302,6 +309,8 @@ def evaluate_edit(generator: Generator, analyzer: FaceAnalyzer, boundary: Bounda
     count = 0
     zero = np.flatnonzero(s == 0.0)
     reuse = mode == "relative" and zero.size > 0
+    if on_start is not None:
+        on_start(N * S * (2 if conditions else 1) + (0 if reuse else N))
     if reuse:
         ref_scores: dict[str, np.ndarray] | None = None
         ref_embed: np.ndarray | None = None
@@ -349,6 +358,16 @@ def evaluate_edit(generator: Generator, analyzer: FaceAnalyzer, boundary: Bounda
         seconds=time.perf_counter() - t0, images=count, thumbnails=thumbnails)
 
 
+def check_run(keep: int, batch: int) -> None:
+    """ValueError naming the option unless `keep` >= 0 and `batch` >= 1 (checked before any
+    network is loaded)."""
+    if int(keep) < 0:
+        raise ValueError(f"keep (--keep) must be 0 or more: the faces shown in the grids, 0 for "
+                         f"no grids; got {keep}")
+    if int(batch) < 1:
+        raise ValueError(f"batch (--batch) must be at least 1, got {batch}")
+
+
 def pick_rows(total: int, n: int, how: str = "first", seed: int = 0) -> np.ndarray:
     """Row indices of `n` of `total` samples: the first n, or a seeded random choice (sorted)."""
     if n < 1:
@@ -372,22 +391,22 @@ def evaluate_store(store_path: str | Path, boundary: Boundary, strengths: Sequen
     attributes and the identity rule. The sigma unit defaults to the boundary's metrics, else
     the spread of all the store's samples along the normal. `generator`, `analyzer`: networks
     to use instead of loading them (tests inject random ones). `**kwargs`: evaluate_edit's."""
-    from facelatent.editing.apply import distance_spread
+    from facelatent.boundaries.sources import store_latents
+    from facelatent.editing.settings import check_fits, sigma_for
     from facelatent.generators import get_generator
     from facelatent.latents.store import LatentStore
 
+    check_run(kwargs.get("keep", 4), kwargs.get("batch", 8))
     store = LatentStore.open(store_path, read_only=True)
     spec = store.spec
-    space = "z" if boundary.space == "z" else "w"
-    latents = store.latents(space)
+    for b in (boundary, *conditions):
+        check_fits(b, spec, f"the store {store_path} ({spec.generator})")
+    latents = store_latents(store, "z" if boundary.space == "z" else "w")
     rows = pick_rows(len(latents), n, pick, seed)
     unit = kwargs.get("unit", "sigma")
     sigma_source = "--sigma"
-    if unit == "sigma" and sigma is None:
-        if "sigma" in boundary.metrics or "std" in boundary.metrics:
-            sigma, sigma_source = resolve_sigma(boundary), "boundary metrics"
-        else:
-            sigma, sigma_source = distance_spread(boundary, latents), f"{len(latents)} store samples"
+    if unit == "sigma":
+        sigma, sigma_source = sigma_for(boundary, sigma, latents=latents)
     G = generator or get_generator(spec.generator, device=device)
     an = analyzer or FaceAnalyzer(device, batch_size=kwargs.get("batch", 8))
     ev = evaluate_edit(G, an, boundary, torch.from_numpy(latents[rows]), strengths, conditions,
@@ -406,8 +425,6 @@ def write_evaluation(evaluation: EditEvaluation, out: str | Path,
                      info: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write `evaluation.json` (the JSON summary plus `info`), `curves.png` and, per variant
     with thumbnails, `grid_<variant>.png` (faces x strengths) to `out`; returns the paths."""
-    import json
-
     from PIL import Image
 
     from facelatent.editing.apply import labelled_grid, strength_label
@@ -427,5 +444,5 @@ def write_evaluation(evaluation: EditEvaluation, out: str | Path,
         Image.fromarray(labelled_grid(tiles, labels, rows)).save(path)
         paths[f"grid_{variant}"] = path
     data["files"] = {k: p.name for k, p in paths.items()}
-    paths["json"].write_text(json.dumps(data, indent=2, allow_nan=False))
+    write_json(paths["json"], data, format=EVALUATION_FORMAT, version=EVALUATION_FORMAT_VERSION)
     return paths

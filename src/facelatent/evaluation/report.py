@@ -14,7 +14,6 @@ anywhere, offline, and makes no request.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 from facelatent import __version__
 
-__all__ = ["INTERFACEGAN_PGGAN_VAL", "build_report", "collect_boundary_files"]
+__all__ = ["INTERFACEGAN_PGGAN_VAL", "Results", "build_report", "collect_boundary_files"]
 
 # Validation accuracy (%) of InterFaceGAN's PGGAN-CelebA-HQ boundaries (Shen et al. 2020,
 # Table 1): a reference for what a good boundary reaches, not a number to tune to.
@@ -228,54 +227,105 @@ def _boundaries_section(files: Sequence[Path]) -> tuple[str, str]:
     return table, "\n".join(heat) or "<p class='note'>Fewer than two boundaries of one space.</p>"
 
 
-def _find(paths: Sequence[str | Path], name: str) -> list[Path]:
-    """Folders holding `name`: each given folder that has it, else those below it."""
-    out: list[Path] = []
+class Results:
+    """The `edit.json` or `evaluation.json` files under the given folders, each read safely,
+    with a path check for every file they name.
+
+    Nothing outside the given folders is read: a JSON file, or an image it names (`../x.png`,
+    an absolute path, or a symlink that leads out), is checked after resolving symlinks and
+    skipped with a note in the report when it lies outside the folder it was found under.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], name: str) -> None:
+        from facelatent.io import read_json
+
+        self.found: list[tuple[Path, Path, dict[str, Any]]] = []   # (folder, root, data)
+        self.notes: list[str] = []
+        for root, folder in _find(paths, name):
+            if not _inside(root, folder / name):
+                self.notes.append(f"skipped {folder / name}: it leads outside {root}")
+                continue
+            try:
+                self.found.append((folder, root, read_json(folder / name, kind=name)))
+            except (ValueError, OSError) as exc:
+                self.notes.append(f"skipped {folder / name}: {exc}")
+
+    def image(self, folder: Path, root: Path, name: Any) -> Path | None:
+        """``folder / name`` when it is a file inside ``root`` (symlinks resolved), else None
+        (with a note when it was refused for lying outside)."""
+        if not isinstance(name, str) or not name:
+            return None
+        path = folder / name
+        if not _inside(root, path):
+            self.notes.append(f"skipped {name!r} named in {folder}: it lies outside {root}")
+            return None
+        return path if path.is_file() else None
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, symlinks resolved, lies under the folder ``root`` (also resolved)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):     # a symlink loop
+        return False
+
+
+def _find(paths: Sequence[str | Path], name: str) -> list[tuple[Path, Path]]:
+    """``(root, folder)`` of each folder holding `name`: each given folder that has it, else
+    those below it; ``root`` is the folder as given (the file's folder for a file)."""
+    out: list[tuple[Path, Path]] = []
     for raw in paths:
         p = Path(raw)
         if p.is_file() and p.name == name:
-            out.append(p.parent)
+            out.append((p.parent, p.parent))
         elif (p / name).is_file():
-            out.append(p)
+            out.append((p, p))
         elif p.is_dir():
-            out.extend(sorted(f.parent for f in p.rglob(name)))
+            out.extend((p, f.parent) for f in sorted(p.rglob(name)))
     return out
 
 
-def _edits_section(edit_dirs: Sequence[Path], eval_dirs: Sequence[Path]) -> str:
+def _notes(results: Sequence[Results]) -> str:
+    notes = [n for r in results for n in r.notes]
+    return "".join(f"<p class='note'>{_e(n)}</p>" for n in dict.fromkeys(notes))
+
+
+def _edits_section(edits: Results, evals: Results) -> str:
     from facelatent.evaluation.plots import photo_jpeg
 
     parts = []
-    for d in edit_dirs:
-        info = json.loads((d / "edit.json").read_text())
-        grid = d / "grid.png"
-        if grid.is_file():
-            b = info.get("boundary", {})
-            conds = ", ".join(info.get("conditions") or []) or "none"
+    for d, root, info in edits.found:
+        grid = edits.image(d, root, "grid.png")
+        if grid is not None:
+            b = info.get("boundary") or {}
+            conds = ", ".join(map(str, info.get("conditions") or [])) or "none"
             parts.append(_img(photo_jpeg(grid),
                               f"{_e(b.get('attribute'))} ({_e(b.get('space'))}), {_e(info.get('mode'))}, "
                               f"unit {_e(info.get('unit'))}, layers {_e(info.get('layers') or 'all')}, "
                               f"conditions {_e(conds)}; {_e(d)}", alt="edit grid"))
-    for d in eval_dirs:
-        data = json.loads((d / "evaluation.json").read_text())
-        for key, name in (data.get("files") or {}).items():
-            if key.startswith("grid_") and (d / name).is_file():
-                parts.append(_img(photo_jpeg(d / name),
-                                  f"{_e(data['boundary'].get('attribute'))}, {_e(key[5:])} edit "
-                                  f"({_e(data.get('unit'))} units); {_e(d)}", alt="edit grid"))
-    return "\n".join(parts) or ("<p class='note'>No edit grids given (<code>--edits</code>, "
-                                "<code>--evaluations</code>).</p>")
+    for d, root, data in evals.found:
+        files = data.get("files")
+        for key, name in (files.items() if isinstance(files, Mapping) else ()):
+            grid = evals.image(d, root, name) if str(key).startswith("grid_") else None
+            if grid is not None:
+                parts.append(_img(photo_jpeg(grid),
+                                  f"{_e((data.get('boundary') or {}).get('attribute'))}, "
+                                  f"{_e(str(key)[5:])} edit ({_e(data.get('unit'))} units); {_e(d)}",
+                                  alt="edit grid"))
+    return ("\n".join(parts) or ("<p class='note'>No edit grids given (<code>--edits</code>, "
+                                 "<code>--evaluations</code>).</p>")) + _notes([edits, evals])
 
 
-def _evaluations_section(eval_dirs: Sequence[Path]) -> str:
+def _evaluations_section(evals: Results) -> str:
     from facelatent.evaluation.plots import curves_png
 
-    if not eval_dirs:
+    if not evals.found:
         return "<p class='note'>No evaluations given (<code>--evaluations</code>).</p>"
     rows, figures, conds = [], [], []
-    for d in eval_dirs:
-        data = json.loads((d / "evaluation.json").read_text())
-        b = data["boundary"]
+    for d, _, data in evals.found:
+        if not isinstance(data.get("variants"), Mapping):
+            continue                # not an evaluation.json of ours (skipped, no table row)
+        b = data.get("boundary") or {}
         s = data["strengths"]
         for variant, v in data["variants"].items():
             ident = v["identity"]["mean"]
@@ -312,21 +362,22 @@ def build_report(store_path: str | Path, out: str | Path, boundaries: Sequence[s
     """Write the report of the store at `store_path` to the HTML file `out`; returns its path.
 
     boundaries: boundary files or folders of them; evaluations: `facelatent evaluate` output
-    folders (or folders above them); edits: `facelatent edit` output folders (or above).
+    folders (or folders above them); edits: `facelatent edit` output folders (or above). No
+    file outside the given folders is read, whatever their JSON files name (`Results`).
     """
     from facelatent.latents.store import LatentStore
 
     store = LatentStore.open(store_path, read_only=True)
-    eval_dirs = _find(evaluations, "evaluation.json")
-    edit_dirs = _find(edits, "edit.json")
+    evals = Results(evaluations, "evaluation.json")
+    edit_results = Results(edits, "edit.json")
     boundary_table, heatmaps = _boundaries_section(collect_boundary_files(boundaries))
     sections = [
         ("store", "Store", _store_section(store)),
         ("scores", "Score distributions", _scores_section(store)),
         ("boundaries", "Boundaries", boundary_table),
         ("correlations", "Correlations", heatmaps),
-        ("edits", "Edit grids", _edits_section(edit_dirs, eval_dirs)),
-        ("evaluation", "Edit evaluation", _evaluations_section(eval_dirs)),
+        ("edits", "Edit grids", _edits_section(edit_results, evals)),
+        ("evaluation", "Edit evaluation", _evaluations_section(evals)),
     ]
     title = title or f"facelatent report: {Path(str(store_path)).name}"
     return write_page(out, title, sections)
@@ -343,7 +394,6 @@ def write_page(out: str | Path, title: str, sections: Sequence[tuple[str, str, s
             f"<h1>{_e(title)}</h1><p class='note'>made by facelatent {_e(__version__)} on "
             f"{datetime.now().astimezone().isoformat(timespec='seconds')}</p><nav>{nav}</nav>\n"
             f"{body}\n</body></html>\n")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    from facelatent.io import write_bytes
+
+    return write_bytes(out, page.encode("utf-8"))
