@@ -238,8 +238,12 @@ class LatentStore:
             raise FileNotFoundError(f"no latent store at {path}; create one with "
                                     "`facelatent sample --store PATH`")
         location = str(path) if _is_url(path) else Path(path)
-        group = zarr.open_group(str(path), mode="r" if read_only else "r+", zarr_format=3,
-                                use_consolidated=False)
+        try:
+            group = zarr.open_group(str(path), mode="r" if read_only else "r+", zarr_format=3,
+                                    use_consolidated=False)
+        except (ValueError, KeyError, TypeError, zarr.errors.BaseZarrError) as exc:
+            raise FileFormatError(f"store {path}: its zarr.json cannot be read ({exc}); it is "
+                                  "damaged or not a latent store") from None
         store = cls(group, location, read_only)
         if expect is not None:
             check_resume(f"store {path}", store.spec.resume_key(), expect.resume_key(),
