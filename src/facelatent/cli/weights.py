@@ -36,7 +36,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fetch)
 
     p = actions.add_parser(
-        "verify", help="recompute checksums; exit 1 if a file is missing or corrupt")
+        "verify", help="recompute checksums, check derived files (w_avg) against their records "
+                       "and remove any that do not match; exit 1 if anything was wrong")
     p.add_argument("names", nargs="*", metavar="NAME", help="model names (default: all)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     p.set_defaults(func=cmd_verify)
@@ -79,10 +80,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Print a status table; 1 if anything is missing or corrupt."""
+    """Print a status table; 1 if a file is missing or corrupt, or a derived file was removed."""
     report = weights.verify(args.names or None)
-    bad = sorted(name for name, files in report.items()
-                 if any(status != "ok" for status in files.values()))
+    to_fetch = sorted(name for name, files in report.items()
+                      if any(status in ("missing", "corrupt") for status in files.values()))
+    removed = [f"{name}/{filename}" for name, files in report.items()
+               for filename, status in files.items() if status.startswith("removed")]
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -91,11 +94,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         widths = [max(len(r[i]) for r in [("model", "file", "status"), *rows]) for i in range(3)]
         for row in [("model", "file", "status"), *rows]:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    if bad:
-        print(f"run `facelatent weights fetch {' '.join(bad)}` to fetch the missing or corrupt "
-              "files", file=sys.stderr)
-        return 1
-    return 0
+    if removed:
+        print(f"removed {', '.join(removed)}: computed from the model files, they did not match "
+              "their records; they are made again when next needed", file=sys.stderr)
+    if to_fetch:
+        print(f"run `facelatent weights fetch {' '.join(to_fetch)}` to fetch the missing or "
+              "corrupt files", file=sys.stderr)
+    return 1 if (to_fetch or removed) else 0
 
 
 def cmd_path(args: argparse.Namespace) -> int:
