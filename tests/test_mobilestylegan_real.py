@@ -3,7 +3,7 @@
 All marked slow. They need the files of `facelatent weights fetch mobilestylegan-ffhq` in the
 cache (FACELATENT_HOME or the default); CI fetches them first, so a missing file is an error
 (raised by `facelatent.weights.file_path`, naming the fetch command), not a skip.
-About 20 s on 2 CPU cores (plus about 10 s when w_avg.npy is not cached yet), 4 GiB of
+About 30 s on 2 CPU cores (plus about 10 s when w_avg.npy is not cached yet), 4 GiB of
 memory at most: 1024x1024 images are made in batches of 4.
 """
 
@@ -12,12 +12,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from facelatent import weights
+from facelatent.cli import main
 from facelatent.errors import WeightsError
-from facelatent.generators import Generator, MobileStyleGAN, get_generator, z_from_seeds
+from facelatent.generators import (
+    Generator,
+    MobileStyleGAN,
+    StaleCacheWarning,
+    get_generator,
+    z_from_seeds,
+)
 from facelatent.generators.mobilestylegan import load_ir
 from facelatent.generators.openvino import OpenVINOGenerator
 
@@ -190,3 +199,33 @@ def test_truncated_file_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyP
         with pytest.raises(WeightsError, match="synthesis.bin' in .* does not match its sha256 .*"
                                                "facelatent weights fetch mobilestylegan-ffhq"):
             get_generator(ASSET, backend=backend)
+
+
+# --------------------------------------------------------------------------------------------
+# the cached w_avg (issue 10, defect 4)
+
+
+def test_a_tampered_w_avg_is_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        torch_G: Generator) -> None:
+    """A w_avg.npy of 5.0s made `generate --psi 0.5` draw a black face and passed `verify`."""
+    folder = tmp_path / "weights" / ASSET  # the cache layout, see facelatent.weights
+    folder.mkdir(parents=True)
+    real_files(folder)
+    monkeypatch.setenv("FACELATENT_HOME", str(tmp_path))
+    fives = np.full(512, 5.0, dtype=np.float32)
+    np.save(folder / "w_avg.npy", fives)  # no record: as a cache from facelatent 0.1 would be
+
+    out = tmp_path / "out"
+    with pytest.warns(StaleCacheWarning, match="w_avg.npy: .*computing it again"):
+        assert main(["generate", "--seeds", "0", "--psi", "0.5", "--size", "64", "--out",
+                     str(out), "--device", "cpu"]) == 0
+    image = np.asarray(Image.open(out / "seed0000.png"), dtype=np.float64)
+    assert image.mean() > 40 and image.std() > 20  # a face, not a black square
+    remade = np.load(folder / "w_avg.npy")
+    assert np.abs(remade - torch_G.w_avg.numpy()).max() < 1e-5  # the same recipe, made again
+
+    np.save(folder / "w_avg.npy", fives)
+    report = weights.verify(ASSET)[ASSET]
+    assert report["w_avg.npy"].startswith("removed: it changed after it was made")
+    assert not (folder / "w_avg.npy").exists()
+    assert weights.verify(ASSET)[ASSET]["w_avg.npy"] == "not made yet"

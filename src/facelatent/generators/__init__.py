@@ -13,27 +13,27 @@ import torch
 from facelatent import weights
 from facelatent.generators.base import (
     Generator,
+    StaleCacheWarning,
     available_generators,
     cached_w_avg,
     estimate_w_avg,
     get_generator,
     register_generator,
     resolve_device,
+    truncate,
     z_from_seeds,
 )
 from facelatent.generators.mobilestylegan import FFHQ_1024, TINY, MobileStyleGAN, load_ir
+from facelatent.generators.openvino import OpenVINOGenerator
 from facelatent.runtime import keep_freed_memory
 
 __all__ = [
-    "Generator", "MobileStyleGAN", "available_generators", "get_generator", "register_generator",
-    "resolve_device", "z_from_seeds",
+    "Generator", "MobileStyleGAN", "OpenVINOGenerator", "StaleCacheWarning",
+    "available_generators", "cached_w_avg", "estimate_w_avg", "get_generator",
+    "register_generator", "resolve_device", "truncate", "z_from_seeds",
 ]
 
 _MSG_ASSET = "mobilestylegan-ffhq"
-
-
-def _w_avg_path():  # type: ignore[no-untyped-def]
-    return weights.asset_dir(_MSG_ASSET, check=False) / "w_avg.npy"
 
 
 def _mobilestylegan_files() -> dict[str, object]:
@@ -47,7 +47,8 @@ def _mobilestylegan_torch(device: torch.device, **_: object) -> MobileStyleGAN:
     model = MobileStyleGAN(FFHQ_1024, name="mobilestylegan-ffhq")
     load_ir(model, (files["mapping.xml"], files["mapping.bin"]),  # type: ignore[arg-type]
             (files["synthesis.xml"], files["synthesis.bin"]))
-    w_avg = cached_w_avg(_w_avg_path(), lambda: model.estimate_w_avg())
+    w_avg = cached_w_avg(_MSG_ASSET, lambda n, seed: model.estimate_w_avg(n, seed),
+                         FFHQ_1024.w_dim)
     model._w_avg.copy_(w_avg)
     if device.type == "cpu":
         keep_freed_memory()
@@ -56,8 +57,6 @@ def _mobilestylegan_torch(device: torch.device, **_: object) -> MobileStyleGAN:
 
 @register_generator("mobilestylegan-ffhq", "openvino")
 def _mobilestylegan_openvino(device: torch.device, threads: int | None = None, **_: object) -> Generator:
-    from facelatent.generators.openvino import OpenVINOGenerator
-
     if device.type != "cpu":
         raise ValueError(f"the openvino backend runs on the CPU; got device={device}. "
                          "Use backend='torch' for a GPU")
@@ -65,7 +64,8 @@ def _mobilestylegan_openvino(device: torch.device, threads: int | None = None, *
     gen = OpenVINOGenerator(files["mapping.xml"], files["synthesis.xml"],  # type: ignore[arg-type]
                             name="mobilestylegan-ffhq", num_ws=FFHQ_1024.num_ws,
                             w_avg=torch.zeros(FFHQ_1024.w_dim).numpy(), threads=threads)
-    w_avg = cached_w_avg(_w_avg_path(), lambda: estimate_w_avg(gen.mapping_raw, gen.z_dim))
+    w_avg = cached_w_avg(_MSG_ASSET, lambda n, seed: estimate_w_avg(gen.mapping_raw, gen.z_dim,
+                                                                     n, seed), gen.w_dim)
     gen._w_avg = w_avg
     return gen
 

@@ -8,7 +8,7 @@ Contract (DESIGN.md): `z_dim`, `w_dim`, `num_ws`, `resolution`, `w_avg`;
 from __future__ import annotations
 
 import difflib
-import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -16,7 +16,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from facelatent.errors import FacelatentError
+from facelatent import weights
+from facelatent.errors import FacelatentError, WeightsError
 
 
 @runtime_checkable
@@ -93,15 +94,42 @@ def truncate(w: torch.Tensor, w_avg: torch.Tensor, truncation_psi: float) -> tor
     return torch.lerp(w_avg.to(w), w, float(truncation_psi))
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto' picks CUDA, then MPS, then CPU; anything else is passed to torch.device."""
+_DEVICE_FORMS = "'auto', 'cpu', 'cuda', 'cuda:N' (N = GPU index) or 'mps'"
+
+
+def resolve_device(device: str | torch.device | None, option: str = "device") -> torch.device:
+    """'auto' (or None) picks CUDA, then MPS, then CPU; 'cpu', 'cuda', 'cuda:N' and 'mps' are
+    taken as they are, once checked to exist on this machine.
+
+    Raises ValueError naming ``option`` (e.g. "--device") for any other value, or for a device
+    this machine does not have.
+    """
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{option} {str(device)!r} is not a device; expected {_DEVICE_FORMS}") \
+            from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{option} {str(device)!r}: this machine has no CUDA GPU; use "
+                             "'auto' or 'cpu'")
+        if (dev.index or 0) >= count:
+            raise ValueError(f"{option} {str(device)!r}: this machine has {count} CUDA GPU(s), "
+                             f"cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{option} 'mps': this machine has no Apple GPU; use 'auto' or 'cpu'")
+    elif dev.type != "cpu":
+        raise ValueError(f"{option} {str(device)!r} is not supported; expected {_DEVICE_FORMS}")
+    return dev
 
 
 def estimate_w_avg(mapping_raw: Callable[[torch.Tensor], torch.Tensor], z_dim: int,
@@ -118,21 +146,61 @@ def estimate_w_avg(mapping_raw: Callable[[torch.Tensor], torch.Tensor], z_dim: i
     return (total / n).float()
 
 
-def cached_w_avg(path: Path, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """Load `w_avg` from `path`, or compute it once and write it there atomically."""
-    if path.exists():
+W_AVG_FILE = "w_avg.npy"
+W_AVG_SAMPLES = 100_000   # mapping outputs averaged; the estimate's noise is far below 1e-2
+W_AVG_SEED = 0
+
+
+class StaleCacheWarning(UserWarning):
+    """A cached value did not pass its checks and is being computed again."""
+
+
+def _check_w_avg(value: np.ndarray, w_dim: int) -> str | None:
+    """Why ``value`` cannot be a `w_avg` of ``w_dim`` elements, or None if it can."""
+    if value.shape != (w_dim,):
+        return f"it has shape {list(value.shape)}, expected [{w_dim}]"
+    if not np.isfinite(value).all():
+        return "it holds NaN or infinite values"
+    return None
+
+
+def cached_w_avg(asset: str, compute: Callable[[int, int], torch.Tensor], w_dim: int, *,
+                 samples: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED) -> torch.Tensor:
+    """The generator's `w_avg`, `[w_dim]` float32 on the CPU, from the cache of model ``asset``.
+
+    ``compute(samples, seed)`` makes it (e.g. with `estimate_w_avg`) the first time; it is then
+    cached as ``w_avg.npy`` with a record of its sha256, the sha256 of the model files it was
+    made from, ``samples`` and ``seed`` (`facelatent.weights.write_derived`). A cached value is
+    used only if all of these match and it is finite with shape ``[w_dim]``; a file that fails
+    any check (edited, truncated, 511 long, NaN, made from other model files or with other
+    settings) is never used: it is computed again, with a `StaleCacheWarning` naming the file
+    and why. A computed value that fails the checks is a `WeightsError` and is not cached.
+    """
+    recipe = {"samples": int(samples), "seed": int(seed)}
+    path = weights.derived_path(asset, W_AVG_FILE)
+    why = weights.check_derived(asset, W_AVG_FILE, recipe)
+    if why is None:
         try:
-            value = np.load(path)
-            if value.ndim == 1 and np.isfinite(value).all():
-                return torch.from_numpy(value.astype(np.float32))
-        except (OSError, ValueError, EOFError):  # np.load raises EOFError on an empty file
-            pass  # unreadable cache: recompute below
-    value = compute().detach().cpu().float()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, value.numpy())
-    os.replace(tmp, path)
-    return value
+            value = np.load(path, allow_pickle=False)
+            why = _check_w_avg(value, w_dim)
+        except (OSError, ValueError, EOFError) as exc:
+            why = f"it cannot be read ({exc})"
+        if why is None:
+            return torch.from_numpy(value.astype(np.float32))
+    if why != weights.NOT_MADE:
+        warnings.warn(f"{path}: {why}; computing it again from {samples:,} samples",
+                      StaleCacheWarning, stacklevel=2)
+    value = compute(int(samples), int(seed)).detach().cpu().float().numpy()
+    bad = _check_w_avg(value, w_dim)
+    if bad is not None:
+        raise WeightsError(f"w_avg computed for {asset!r} is unusable: {bad}; the model files "
+                           f"may be damaged: run `facelatent weights verify {asset}`")
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: np.save would append .npy to a bare name
+            np.save(fh, value)
+
+    weights.write_derived(asset, W_AVG_FILE, write, recipe)
+    return torch.from_numpy(value)
 
 
 # --- registry ---------------------------------------------------------------------------
