@@ -3,8 +3,9 @@
 What is checked: the contract's attributes and shapes, that a sample's result does not depend
 on its batch, seeded latents, truncation, that every W+ row drives the layer the module
 docstring says it does, input validation, gradients through synthesis, the IR reader's error
-paths, and the seeds -> images pipeline with its CLI. Tests on the real weights are in
-test_mobilestylegan_real.py (marked slow).
+paths, and the seeds -> images pipeline with its CLI. The w_avg cache is tested in
+test_weights_derived.py, hostile `generate` options in test_generate_cli.py, seed lists in
+test_ranges.py. Tests on the real weights are in test_mobilestylegan_real.py (marked slow).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from PIL import Image
 from facelatent.cli import main
 from facelatent.errors import FacelatentError, WeightsError
 from facelatent.generators import Generator, MobileStyleGAN, available_generators, get_generator
-from facelatent.generators.base import cached_w_avg, z_from_seeds
+from facelatent.generators.base import z_from_seeds
 from facelatent.generators.ir import IRGraph
 from facelatent.images import to_uint8
-from facelatent.latents.sampling import generate_to_dir, latents_for_seeds, parse_seeds
+from facelatent.latents.sampling import generate_to_dir, latents_for_seeds, load_latents
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +244,10 @@ def test_unknown_backend() -> None:
         get_generator("mobilestylegan-tiny", backend="onnx")
 
 
-def test_openvino_backend_refuses_a_gpu_before_reading_files() -> None:
+def test_openvino_backend_refuses_a_gpu_before_reading_files(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with a GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match="the openvino backend runs on the CPU; got device=cuda"):
         get_generator("mobilestylegan-ffhq", device="cuda", backend="openvino")
 
@@ -334,22 +338,6 @@ def test_ir_missing_or_garbage_files(tmp_path: Path) -> None:
 # seeds -> images
 
 
-@pytest.mark.parametrize("spec,expected", [
-    ("0-3,7,9-10", [0, 1, 2, 3, 7, 9, 10]),
-    ("5", [5]),
-    (" 2 - 4 , 1", [2, 3, 4, 1]),
-    ("3-3", [3]),
-])
-def test_parse_seeds(spec: str, expected: list[int]) -> None:
-    assert parse_seeds(spec) == expected
-
-
-@pytest.mark.parametrize("spec", ["3-1", "a", "", "1,,2", "1-", "-2", "1.5"])
-def test_parse_seeds_rejects(spec: str) -> None:
-    with pytest.raises(ValueError, match="bad seed"):
-        parse_seeds(spec)
-
-
 def test_generate_to_dir(G: MobileStyleGAN, tmp_path: Path) -> None:
     seeds = [0, 1, 2, 5, 11]
     made: list[int] = []
@@ -357,11 +345,12 @@ def test_generate_to_dir(G: MobileStyleGAN, tmp_path: Path) -> None:
     assert made == [2, 2, 1]
     assert [p.name for p in result.images] == [f"seed{s:04d}.png" for s in seeds]
     z, w = latents_for_seeds(G, seeds, truncation_psi=0.7)
-    with np.load(result.latents) as saved:
-        assert saved["seeds"].tolist() == seeds
-        assert np.array_equal(saved["z"], z.numpy())
-        assert np.array_equal(saved["w"], w.numpy())
-        assert saved["truncation_psi"] == np.float32(0.7) and str(saved["space"]) == "w"
+    saved = load_latents(result.latents)
+    assert saved.seeds.tolist() == seeds
+    assert saved.z is not None and np.array_equal(saved.z, z.numpy())
+    assert np.array_equal(saved.w, w.numpy())
+    assert saved.truncation_psi == pytest.approx(0.7) and saved.space == "w"
+    assert saved.generator == "mobilestylegan-random"
     # the PNG is the generator's image, quantised
     expected = to_uint8(G.synthesis(w[3:4]))[0]
     png = np.asarray(Image.open(result.images[3]))
@@ -395,47 +384,5 @@ def test_cli_generate_bad_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert err.startswith("facelatent: error: bad seed range '3-1'")
+    assert err.startswith("facelatent: error: bad --seeds list range '3-1'")
     assert not (tmp_path / "out").exists()
-
-
-# --------------------------------------------------------------------------------------------
-# the w_avg cache
-
-
-def test_cached_w_avg_computes_once(tmp_path: Path) -> None:
-    path = tmp_path / "w_avg.npy"
-    calls: list[int] = []
-
-    def compute() -> torch.Tensor:
-        calls.append(1)
-        return torch.arange(4, dtype=torch.float64) / 3
-
-    first = cached_w_avg(path, compute)
-    second = cached_w_avg(path, compute)
-    assert len(calls) == 1
-    assert first.dtype == second.dtype == torch.float32
-    assert torch.equal(first, second) and torch.equal(first, (torch.arange(4) / 3).float())
-    assert [p.name for p in tmp_path.iterdir()] == ["w_avg.npy"]  # no temporary file left
-
-
-@pytest.mark.parametrize("corrupt", [b"", b"not a numpy file", "nan", "2d"])
-def test_cached_w_avg_recomputes_a_bad_cache(tmp_path: Path, corrupt: bytes | str) -> None:
-    path = tmp_path / "w_avg.npy"
-    if corrupt == "nan":
-        np.save(path, np.array([1.0, np.nan], dtype=np.float32))
-    elif corrupt == "2d":
-        np.save(path, np.zeros((2, 2), dtype=np.float32))
-    else:
-        assert isinstance(corrupt, bytes)
-        path.write_bytes(corrupt)
-    calls: list[int] = []
-
-    def compute() -> torch.Tensor:
-        calls.append(1)
-        return torch.ones(3)
-
-    assert torch.equal(cached_w_avg(path, compute), torch.ones(3))
-    assert torch.equal(cached_w_avg(path, compute), torch.ones(3))
-    assert len(calls) == 1
-    assert np.array_equal(np.load(path), np.ones(3, dtype=np.float32))
