@@ -2,9 +2,9 @@
 
 glibc hands every allocation above its mmap threshold straight back to the kernel when it is
 freed, so each of the generator's large activations (a 1024-pixel batch of 8 needs 0.5 GB per
-layer) is page-faulted in again, page by page, on every call. Measured on a 2-core CPU with
-MobileStyleGAN at batch 8: 0.65 s per image that way, 0.22 s when freed memory is kept for
-reuse (bench/generator.py). This module asks glibc to keep it, once per process.
+layer) is page-faulted in again, page by page, on every call. This module asks glibc to keep
+freed memory for reuse, once per process; `python bench/generator.py` measures the difference
+and the README quotes it.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ _done = False
 def keep_freed_memory() -> bool:
     """Make glibc reuse freed large blocks instead of unmapping them; True if it took effect.
 
-    The process keeps its high-water mark instead of returning memory after each call, so
-    its resident size stays near the peak (measured at batch 8: 3.0 GB instead of 2.2 GB). Set FACELATENT_KEEP_FREED_MEMORY=0 to opt out. A no-op off glibc (macOS, Windows).
+    The process keeps its high-water mark instead of returning memory after each call, so its
+    resident size stays near the peak of the largest batch. Set FACELATENT_KEEP_FREED_MEMORY=0
+    to opt out. A no-op off glibc (macOS, Windows).
     """
     global _done
     if _done:
         return True
-    if os.environ.get("FACELATENT_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    opted_out = os.environ.get("FACELATENT_KEEP_FREED_MEMORY", "1") == "0"
+    if opted_out or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -46,11 +48,8 @@ def passive_waiting() -> None:
     user chose a policy. Must run before torch is imported.
 
     A spinning thread keeps its core busy between parallel regions; when another process needs
-    that core (a second job, a Ray worker, a test run) both crawl. `python bench/threads.py`,
-    on this 2-core machine beside a process running small convolutions on 2 threads: analysing
-    4 generated faces as the dataset builder does took 0.69 s spinning and 0.27 s passive
-    (2.5x), rendering them 1.75 s and 1.46 s (1.2x). Under heavier load (an evaluation, a
-    dataset build and a test run at once) the gap was far larger in an ad-hoc run: 36 s
-    against 1.1 s for the same analysis.
+    that core (a second job, a Ray worker, a test run) both crawl. `python bench/threads.py`
+    measures analysis and rendering beside a busy process, spinning against passive; the
+    README has the figures.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
