@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from facelatent.boundaries.boundary import jsonable
 from facelatent.boundaries.linear import SOLVERS, LinearBoundary
+from facelatent.io import jsonable
 
 DEFAULT_SOLVER = LinearBoundary().solver
 SUBSAMPLE = f"{DEFAULT_SOLVER} (svc's subsample)"

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from facelatent.boundaries.boundary import jsonable
-from facelatent.boundaries.identity import IdentityBoundaries, fit_identity_boundaries
+from facelatent.boundaries import IdentityBoundaries, fit_identity_boundaries
+from facelatent.io import jsonable
 from facelatent.latents.store import LatentStore
 
 NPY_HEADER = 128   # bytes of a version-1 .npy header for these small shapes
