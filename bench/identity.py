@@ -147,8 +147,13 @@ def throughput(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     same settings and the real networks. Ray's start-up is timed apart from the build."""
     import torch
 
-    from facelatent.datasets.writer import (DatasetJob, DatasetSettings, build_dataset,
-                                            build_shard, plan_classes)
+    from facelatent.datasets.writer import (
+        DatasetJob,
+        DatasetSettings,
+        build_dataset,
+        build_shard,
+        plan_classes,
+    )
     from facelatent.latents.engine import LocalEngine
     from facelatent.latents.ray_engine import RayEngine
 

@@ -28,9 +28,9 @@ from facelatent.boundaries import (
     sefa,
     style_affines,
 )
-from facelatent.ranges import parse_layers
 from facelatent.cli import main
 from facelatent.generators import get_generator
+from facelatent.ranges import parse_layers
 
 
 def synthetic(n: int = 3000, dim: int = 16, noise: float = 0.3, seed: int = 0,

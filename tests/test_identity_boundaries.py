@@ -9,6 +9,7 @@ candidate's projection on d_r = U^T U x_r (plus noise), so d_r is the planted no
 
 from __future__ import annotations
 
+import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -16,7 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facelatent.boundaries import IdentityBoundaries, fit_identity_boundaries, identity_labels
+from facelatent.boundaries import (
+    IdentityBoundaries,
+    fit_identity_boundaries,
+    identity_labels,
+)
 from facelatent.boundaries.identity import METRICS
 from facelatent.datasets.sampling import sample_identity
 from facelatent.latents.store import LatentStore, StoreSpec
@@ -342,3 +347,20 @@ def test_sample_identity_from_boundaries_needs_a_reference_and_a_seed(fitted) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sample_identity(b[seed], 1, max_off=30.0, mode="code", side="other", seed=0)
+
+
+def test_a_fit_folder_is_the_library_convention(fitted, tmp_path: Path) -> None:
+    from facelatent.boundaries import BOUNDARIES_FILE, boundaries_path
+    from facelatent.cli.identity import boundaries_path as cli_boundaries_path
+
+    b = fitted["lda"]
+    path = b.save(tmp_path / "ids")                      # a folder: boundaries.npz + summary.json
+    assert path == tmp_path / "ids" / BOUNDARIES_FILE and path.is_file()
+    summary = json.loads((tmp_path / "ids" / "summary.json").read_text())
+    assert summary["references"] == len(b) and summary["val_accuracy"]["min"] > 0.5
+    back = IdentityBoundaries.load(tmp_path / "ids")
+    np.testing.assert_array_equal(back.normals, b.normals)
+    assert boundaries_path(tmp_path / "x.npz") == tmp_path / "x.npz"
+    assert cli_boundaries_path(tmp_path / "ids") == path          # the CLI's name still works
+    with pytest.raises(FileNotFoundError, match="identity fit"):
+        IdentityBoundaries.load(tmp_path / "none")

@@ -20,7 +20,11 @@ from facelatent.boundaries.conditional import (
     condition_boundary,
     correlation_matrix,
 )
-from facelatent.boundaries.identity import BOUNDARIES_FILE, IdentityBoundaries, boundaries_path
+from facelatent.boundaries.identity import (
+    BOUNDARIES_FILE,
+    IdentityBoundaries,
+    boundaries_path,
+)
 from facelatent.boundaries.identity_fit import (
     IdentityBoundaryFitter,
     fit_identity_boundaries,
@@ -28,7 +32,13 @@ from facelatent.boundaries.identity_fit import (
 )
 from facelatent.boundaries.linear import SOLVERS, LinearBoundary, shrunk_lda
 from facelatent.boundaries.sources import read_fit_data, store_latents
-from facelatent.boundaries.unsupervised import GANSpace, SeFa, ganspace, sefa, style_affines
+from facelatent.boundaries.unsupervised import (
+    GANSpace,
+    SeFa,
+    ganspace,
+    sefa,
+    style_affines,
+)
 
 __all__ = [
     "BOUNDARIES_FILE", "SOLVERS", "SPACES", "Boundary", "ConditionalBoundary", "GANSpace",

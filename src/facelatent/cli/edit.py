@@ -58,8 +58,14 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from facelatent.editing import (check_fits, edit_to_dir, generator_settings,
-                                    load_edit_boundary, sefa_layers, sigma_for)
+    from facelatent.editing import (
+        check_fits,
+        edit_to_dir,
+        generator_settings,
+        load_edit_boundary,
+        sefa_layers,
+        sigma_for,
+    )
     from facelatent.generators import get_generator
     from facelatent.ranges import parse_seeds
 

@@ -49,11 +49,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from facelatent.io import read_json
-
     from facelatent.editing import load_edit_boundary
-    from facelatent.evaluation.metrics import evaluate_store, write_evaluation
+    from facelatent.evaluation import evaluate_store, write_evaluation
     from facelatent.generators import resolve_device
+    from facelatent.io import read_json
 
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")

@@ -11,16 +11,15 @@ from facelatent.evaluation.metrics import (
     IDENTITY_RULE,
     EditEvaluation,
     evaluate_edit,
-    evaluate_store,
     evaluation_identity_model,
-    pick_rows,
     score_names,
     spearman_rows,
     target_score,
     write_evaluation,
 )
 from facelatent.evaluation.report import INTERFACEGAN_PGGAN_VAL, build_report
+from facelatent.evaluation.store import evaluate_store, pick_rows
 
-__all__ = ["EVALUATION_FORMAT", "IDENTITY_RULE", "INTERFACEGAN_PGGAN_VAL", "EditEvaluation", "build_report",
-           "evaluate_edit", "evaluate_store", "evaluation_identity_model", "pick_rows",
-           "score_names", "spearman_rows", "target_score", "write_evaluation"]
+__all__ = ["EVALUATION_FORMAT", "IDENTITY_RULE", "INTERFACEGAN_PGGAN_VAL", "EditEvaluation",
+           "build_report", "evaluate_edit", "evaluate_store", "evaluation_identity_model",
+           "pick_rows", "score_names", "spearman_rows", "target_score", "write_evaluation"]

@@ -1,0 +1,82 @@
+"""`evaluate_edit` on samples of a `LatentStore`: the store's generator, truncation, attributes
+and identity rule, and the sigma unit from the boundary's metrics or the store's spread.
+
+    ev = evaluate_store("runs/ffhq", load_boundary("smile_w.npz"), np.linspace(-3, 3, 7), n=64)
+
+The boundary (and every condition) is checked against the store's latent sizes first, and the
+store's latents for NaN (a damaged store), before any network is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facelatent.boundaries.boundary import Boundary
+from facelatent.evaluation.metrics import (
+    EditEvaluation,
+    check_run,
+    evaluate_edit,
+    evaluation_identity_model,
+)
+from facelatent.faces.analysis import FaceAnalyzer
+from facelatent.generators.base import Generator
+
+__all__ = ["evaluate_store", "pick_rows"]
+
+
+def pick_rows(total: int, n: int, how: str = "first", seed: int = 0) -> np.ndarray:
+    """Row indices of `n` of `total` samples: the first n, or a seeded random choice (sorted)."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if n > total:
+        raise ValueError(f"n={n} is more than the {total} samples in the store; pass --n {total} or less")
+    if how == "first":
+        return np.arange(n)
+    if how == "random":
+        return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+    raise ValueError(f"pick must be 'first' or 'random', got {how!r}")
+
+
+def evaluate_store(store_path: str | Path, boundary: Boundary, strengths: Sequence[float] | np.ndarray,
+                   conditions: Sequence[Boundary] = (), *, n: int = 64, pick: str = "first",
+                   seed: int = 0, identity_model: str | None = None,
+                   attributes: Sequence[str] | str | None = None, sigma: float | None = None,
+                   generator: Generator | None = None, analyzer: FaceAnalyzer | None = None,
+                   device: str = "cpu", **kwargs: Any) -> EditEvaluation:
+    """`evaluate_edit` on `n` samples of a LatentStore, with the store's generator, truncation,
+    attributes and the identity rule. The sigma unit defaults to the boundary's metrics, else
+    the spread of all the store's samples along the normal. `generator`, `analyzer`: networks
+    to use instead of loading them (tests inject random ones). `**kwargs`: evaluate_edit's."""
+    from facelatent.boundaries.sources import store_latents
+    from facelatent.editing.settings import check_fits, sigma_for
+    from facelatent.generators import get_generator
+    from facelatent.latents.store import LatentStore
+
+    check_run(kwargs.get("keep", 4), kwargs.get("batch", 8))
+    store = LatentStore.open(store_path, read_only=True)
+    spec = store.spec
+    for b in (boundary, *conditions):
+        check_fits(b, spec, f"the store {store_path} ({spec.generator})")
+    latents = store_latents(store, "z" if boundary.space == "z" else "w")
+    rows = pick_rows(len(latents), n, pick, seed)
+    unit = kwargs.get("unit", "sigma")
+    sigma_source = "--sigma"
+    if unit == "sigma":
+        sigma, sigma_source = sigma_for(boundary, sigma, latents=latents)
+    G = generator or get_generator(spec.generator, device=device)
+    an = analyzer or FaceAnalyzer(device, batch_size=kwargs.get("batch", 8))
+    ev = evaluate_edit(G, an, boundary, torch.from_numpy(latents[rows]), strengths, conditions,
+                       identity_model or evaluation_identity_model(spec.identity),
+                       attributes=attributes if attributes is not None else (spec.attributes or None),
+                       sigma=sigma, truncation_psi=spec.truncation_psi,
+                       truncation_space=spec.truncation_space, seeds=store.seeds()[rows].tolist(),
+                       **kwargs)
+    ev.settings.update(store=str(store_path), pick=pick, pick_seed=seed,
+                       sigma_source=sigma_source if unit == "sigma" else None,
+                       store_identity=list(spec.identity))
+    return ev
