@@ -140,7 +140,7 @@ class ModelAsset:
                                  f"from members of the asset, got {list(d.made_from)}")
 
     def derived_file(self, filename: str) -> Derived:
-        """The derived file called ``filename``; WeightsError listing the declared ones otherwise."""
+        """The derived file called ``filename``; WeightsError listing the declared ones."""
         return _by_filename(self.name, self.derived, filename, "derived file")
 
     def member(self, filename: str) -> Member:
