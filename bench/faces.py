@@ -60,8 +60,8 @@ from facelatent.faces.detect import letterbox
 from facelatent.faces.dlib_resnet import dlib_chip
 from facelatent.faces.eyeglasses import crop_boxes, eye_box_from_landmarks68
 from facelatent.faces.faceapi import face_crop
-from facelatent.faces.onnx_graph import reference_session
 from facelatent.faces.sface import arcface_align
+from facelatent.formats.onnx import reference_session
 from facelatent.images import from_uint8, load_rgb, resize, to_uint8
 from facelatent.weights import file_path
 

@@ -26,7 +26,7 @@ from facelatent.faces.age_gender import (
     AgeNet, GenderNet, read_manifest,
 )
 from facelatent.faces.dlib_resnet import DLIB_5POINT_TEMPLATE, dlib_chip
-from facelatent.faces.onnx_graph import reference_session
+from facelatent.formats.onnx import reference_session
 
 
 def ort_logits(session: ort.InferenceSession, chips: torch.Tensor) -> np.ndarray:
@@ -285,7 +285,8 @@ def test_bad_chips_raise(random_scorer: AgeGenderScorer, kind: str, chips: objec
 
 
 @pytest.mark.parametrize("images, points, match", [
-    (torch.zeros(3, 80, 80), template_points(1, 80), r"images must be a tensor \[N, 3, H, W\]"),
+    (torch.zeros(3, 80, 80), template_points(1, 80),
+     r"images must have shape \[N, 3, H, W\].*images\[None\]"),
     (torch.zeros(1, 3, 80, 80, dtype=torch.uint8), template_points(1, 80), "float tensor"),
     (torch.full((1, 3, 80, 80), float("nan")), template_points(1, 80), "images holds NaN"),
     (torch.full((1, 3, 80, 80), 200.0), template_points(1, 80), r"in \[-1, 1\]"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from facelatent.cli import main
 from facelatent.faces import align, analysis
 from facelatent.faces.detect import Detections
 from facelatent.faces.faceapi import Landmark68Net
+from facelatent.faces.files import score_files
 from facelatent.images import from_uint8, load_rgb, save_png
 
 
@@ -60,13 +63,6 @@ def test_resolve_attributes_expands_groups_and_rejects_unknown_names() -> None:
         analysis.resolve_attributes("smiel")
     with pytest.raises(ValueError, match="no attribute"):
         analysis.resolve_attributes(" , ")
-
-
-def test_every_attribute_and_model_is_registered_consistently() -> None:
-    for spec in analysis.ATTRIBUTES.values():
-        assert spec.model in analysis.MODELS
-    for spec in analysis.MODELS.values():
-        assert spec.licence and spec.input and spec.asset
 
 
 def test_generated_scores_have_one_finite_value_per_face(random_analyzer) -> None:
@@ -158,7 +154,7 @@ def write_inputs(folder: Path) -> dict[str, Path]:
 def test_score_files_reports_every_bad_input_and_keeps_going(tmp_path, random_analyzer) -> None:
     paths = write_inputs(tmp_path)
     missing = tmp_path / "missing.png"
-    rows = analysis.score_files([*paths.values(), missing], "age,smile",
+    rows = score_files([*paths.values(), missing], "age,smile",
                                 analyzer=random_analyzer)
     by_name = {Path(str(r["path"])).name: r for r in rows}
     assert [Path(str(r["path"])).name for r in rows] == [p.name for p in
@@ -175,14 +171,14 @@ def test_score_files_reports_every_bad_input_and_keeps_going(tmp_path, random_an
 def test_score_files_generated_refuses_non_square_images(tmp_path, random_analyzer) -> None:
     save_png(np.full((64, 48, 3), 128, np.uint8), tmp_path / "wide.png")
     save_png(np.full((64, 64, 3), 128, np.uint8), tmp_path / "square.png")
-    rows = analysis.score_files([tmp_path], "age", generated=True, analyzer=random_analyzer)
+    rows = score_files([tmp_path], "age", generated=True, analyzer=random_analyzer)
     assert [Path(str(r["path"])).name for r in rows] == ["square.png", "wide.png"]
     assert "error" not in rows[0] and "square FFHQ-aligned" in str(rows[1]["error"])
 
 
 def test_score_files_with_no_image_files_raises(tmp_path) -> None:
     with pytest.raises(ValueError, match="no image files"):
-        analysis.score_files([tmp_path])
+        score_files([tmp_path])
 
 
 def test_faces_list_names_every_model_and_attribute(capsys) -> None:
@@ -197,6 +193,67 @@ def test_faces_list_names_every_model_and_attribute(capsys) -> None:
 def test_score_cli_rejects_an_unknown_attribute(tmp_path, capsys) -> None:
     assert main(["score", str(tmp_path), "--attributes", "beard"]) == 2
     assert "unknown attribute 'beard'" in capsys.readouterr().err
+
+
+def write_unreadable(folder: Path) -> list[Path]:
+    """Inputs that fail before any model runs: empty, truncated, not an image, a header that
+    claims 50000 x 50000 pixels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_png(np.full((64, 64, 3), 99, np.uint8), folder / "whole.png")
+    blob = (folder / "whole.png").read_bytes()
+    (folder / "whole.png").unlink()
+    bomb = bytearray(blob)
+    bomb[16:24] = (50000).to_bytes(4, "big") * 2
+    bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")
+    files = {"empty.png": b"", "cut.png": blob[:40], "notes.jpg": b"hello", "bomb.png": bomb}
+    for name, data in files.items():
+        (folder / name).write_bytes(bytes(data))
+    return [folder / name for name in sorted(files)]
+
+
+def test_score_files_turns_every_unreadable_input_into_one_line(tmp_path, random_analyzer,
+                                                                 ) -> None:
+    paths = write_unreadable(tmp_path / "in")
+    (tmp_path / "in" / "sub.png").mkdir()              # a folder named like an image: skipped
+    rows = score_files([tmp_path / "in", tmp_path / "missing.png"], "age",
+                       analyzer=random_analyzer)
+    assert [r["path"] for r in rows] == [str(p) for p in paths] + [str(tmp_path / "missing.png")]
+    for row in rows:
+        error = str(row["error"])
+        assert row["face"] is False and Path(str(row["path"])).name in error, row
+        assert "\n" not in error
+    assert "2500 MP, over the 134 MP" in str(rows[0]["error"])
+
+
+def test_score_files_reports_a_folder_it_cannot_list(tmp_path, random_analyzer,
+                                                     monkeypatch) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    save_png(np.full((64, 64, 3), 99, np.uint8), locked / "a.png")
+    locked.chmod(0)
+    if os.geteuid() == 0:              # root lists it anyway: refuse as the OS would
+        scandir = os.scandir
+
+        def refuse(path: object = ".") -> object:
+            if Path(str(path)) == locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return scandir(path)        # type: ignore[arg-type]
+        monkeypatch.setattr(os, "scandir", refuse)
+    try:
+        rows = score_files([tmp_path], "age", analyzer=random_analyzer)
+    finally:
+        locked.chmod(0o755)
+    assert rows == [{"path": str(locked), "face": False,
+                     "error": f"cannot list folder {locked}: Permission denied"}]
+
+
+def test_score_cli_prints_one_line_per_bad_input_and_no_traceback(tmp_path, capsys) -> None:
+    write_unreadable(tmp_path)
+    assert main(["score", str(tmp_path), str(tmp_path / "missing.png")]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = [line for line in out.splitlines()[1:] if line.strip()]
+    assert len(lines) == 5 and all("error:" in line for line in lines), out
 
 
 # --------------------------------------------------------------------------- real models

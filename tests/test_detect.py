@@ -23,7 +23,7 @@ from facelatent.errors import WeightsError
 from facelatent.faces.detect import (
     STRIDES, Detections, YuNetDetector, decode_outputs, largest_faces, letterbox, nms,
 )
-from facelatent.faces.onnx_graph import reference_session
+from facelatent.formats.onnx import reference_session
 
 HEADS = (("cls", 1), ("obj", 1), ("bbox", 4), ("kps", 10))
 
@@ -214,14 +214,14 @@ def test_detect_on_a_list_equals_one_by_one(random_net: YuNetDetector) -> None:
 
 
 @pytest.mark.parametrize("images, match", [
-    (torch.zeros(3, 64, 64), r"images.*\[N, 3, H, W\].*image\[None\]"),
+    (torch.zeros(3, 64, 64), r"images.*\[N, 3, H, W\].*images\[None\]"),
     (torch.zeros(1, 4, 64, 64), r"images.*\[N, 3, H, W\]"),
-    (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "images must be float"),
+    (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "images must be a float tensor"),
     (torch.full((1, 3, 64, 64), float("nan")), "images holds NaN"),
     (torch.full((1, 3, 64, 64), float("inf")), "images holds NaN or inf"),
-    (torch.full((1, 3, 64, 64), 200.0), r"images must be RGB in \[-1, 1\].*127.5"),
+    (torch.full((1, 3, 64, 64), 200.0), r"images must be float RGB in \[-1, 1\].*127.5"),
     ([torch.zeros(3, 64, 64), torch.zeros(64, 64, 3)], r"images\[1\]"),
-    ([torch.zeros(3, 0, 64)], r"images\[0\] is empty"),
+    ([torch.zeros(3, 0, 64)], r"images\[0\] is 64x0 pixels"),
     (np.zeros((1, 3, 64, 64), np.float32), "images must be a tensor"),
 ])
 def test_detect_rejects_bad_images(random_net: YuNetDetector, images, match: str) -> None:
@@ -243,7 +243,7 @@ def test_detect_rejects_bad_settings(random_net: YuNetDetector, kwargs, match: s
 
 @pytest.mark.parametrize("x, match", [
     (torch.zeros(1, 3, 64, 80), "multiples of 32"),
-    (torch.zeros(3, 64, 64), r"x must be a tensor \[N, 3, H, W\]"),
+    (torch.zeros(3, 64, 64), r"x must have shape \[N, 3, H, W\]"),
     (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "x must be a float"),
     (torch.full((1, 3, 64, 64), float("nan")), "x holds NaN"),
 ])
@@ -445,6 +445,7 @@ def test_port_matches_onnxruntime(real_net, photos) -> None:
 @pytest.mark.slow
 def test_detect_matches_opencv_face_detector(real_net, photos) -> None:
     import cv2  # test extra: opencv-python-headless
+
     from facelatent.images import from_uint8
     from facelatent.weights import file_path
     cv2.setNumThreads(1)
@@ -529,6 +530,7 @@ def test_no_face_in_images_without_one(real_net, image: str) -> None:
 @pytest.mark.slow
 def test_landmarks_agree_with_dlib_five_point_predictor(photos, photo_faces) -> None:
     import dlib  # test extra: dlib-bin
+
     from facelatent.images import to_uint8
     from facelatent.weights import file_path
     predictor = dlib.shape_predictor(str(file_path("dlib-models",

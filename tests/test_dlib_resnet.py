@@ -17,7 +17,7 @@ import torch
 
 from facelatent.errors import WeightsError
 from facelatent.faces.dlib_resnet import DlibResNetEmbedder, chip_transform, dlib_chip
-from facelatent.faces.tfjs import read_weights
+from facelatent.formats.tfjs import read_weights
 
 # The 5 landmarks of a face about 300 px wide (dlib order), from dlib on obama.jpg.
 POINTS = np.array([(570, 216), (528, 215), (424, 217), (463, 216), (496, 295)], np.float64)

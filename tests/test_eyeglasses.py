@@ -73,7 +73,7 @@ def test_score_rejects_bad_input(random_model: EyeglassesClassifier) -> None:
         random_model.score(torch.zeros(3, 64, 64))
     with pytest.raises(ValueError, match="images holds NaN"):
         random_model.score(torch.full((1, 3, 64, 64), float("nan")))
-    with pytest.raises(ValueError, match=r"images must be in \[-1, 1\]"):
+    with pytest.raises(ValueError, match=r"images must be float RGB in \[-1, 1\].*127.5"):
         random_model.score(torch.full((1, 3, 64, 64), 200.0))
     images = torch.zeros(2, 3, 64, 64)
     with pytest.raises(ValueError, match=r"boxes must have shape \[2, 4\]"):

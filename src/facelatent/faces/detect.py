@@ -28,7 +28,6 @@ photo's own pixels out.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facelatent.errors import WeightsError
-from facelatent.faces.onnx_graph import OnnxGraph, OnnxNode
+from facelatent.formats.onnx import OnnxGraph, OnnxNode
+from facelatent.images import check_image_list, check_images
 from facelatent.weights import file_path
 
 __all__ = ["INPUT_SIZE", "STRIDES", "Detections", "YuNetDetector", "box_iou", "decode_outputs",
@@ -128,7 +128,12 @@ class YuNetDetector(nn.Module):
         [0, 1] (already through a sigmoid), ``bbox_s`` [N, cells, 4] (dx, dy, log w, log h in
         cells), ``kps_s`` [N, cells, 10] (x, y offsets in cells of the five points).
         """
-        _check_blob(x)
+        check_images(x, "x", what="BGR 0-255", max_abs=None,
+                     fix="detect() takes RGB photos in [-1, 1] of any size")
+        h, w = x.shape[-2:]
+        if h % 32 or w % 32:
+            raise ValueError(f"x must have H and W that are multiples of 32, got {h}x{w}; pad "
+                             "it, or use detect() which letterboxes")
         return self._heads(x)
 
     def _heads(self, x: Tensor) -> dict[str, Tensor]:
@@ -171,7 +176,7 @@ class YuNetDetector(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         param = next(self.parameters())
-        batch = [img.to(device=param.device, dtype=param.dtype) for img in _check_images(images)]
+        batch = [img.to(device=param.device, dtype=param.dtype) for img in check_image_list(images)]
         results: list[Detections] = []
         for start in range(0, len(batch), batch_size):
             blob, scales = letterbox(batch[start:start + batch_size], size)
@@ -189,54 +194,6 @@ class YuNetDetector(nn.Module):
 
 
 # --- input, decoding, NMS ---------------------------------------------------------------------
-
-def _check_blob(x: object) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != 3:
-        shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a tensor [N, 3, H, W] of BGR 0-255, got {shape}; "
-                         "detect() takes RGB photos in [-1, 1] of any size")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a float tensor (BGR 0-255), got {x.dtype}")
-    h, w = x.shape[-2:]
-    if h % 32 or w % 32 or h == 0 or w == 0:
-        raise ValueError(f"x must have H and W that are positive multiples of 32, got {h}x{w}; "
-                         "pad it, or use detect() which letterboxes")
-    if not all(math.isfinite(float(v)) for v in torch.aminmax(x)):   # NaN propagates
-        raise ValueError("x holds NaN or inf values")
-
-
-def _check_images(images: object) -> list[Tensor]:
-    """``images`` as a list of [3, H, W] float tensors with finite values in about [-1, 1]."""
-    if isinstance(images, Tensor):
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be a tensor [N, 3, H, W] of RGB in [-1, 1] (or a list "
-                             f"of [3, H, W]), got {list(images.shape)}; add a batch dimension "
-                             "with image[None]")
-        items = list(images.unbind(0))
-    elif isinstance(images, (list, tuple)):
-        items = list(images)
-        for i, img in enumerate(items):
-            if not isinstance(img, Tensor) or img.ndim != 3 or img.shape[0] != 3:
-                shape = list(img.shape) if isinstance(img, Tensor) else type(img).__name__
-                raise ValueError(f"images[{i}] must be a tensor [3, H, W] of RGB in [-1, 1], "
-                                 f"got {shape}")
-    else:
-        raise ValueError("images must be a tensor [N, 3, H, W] or a list of [3, H, W] tensors, "
-                         f"got {type(images).__name__}")
-    for i, img in enumerate(items):
-        if not img.is_floating_point():
-            raise ValueError(f"images must be float RGB in [-1, 1], got {img.dtype} (image {i}); "
-                             "convert uint8 with x.float() / 127.5 - 1 (images.from_uint8)")
-        if img.shape[1] == 0 or img.shape[2] == 0:
-            raise ValueError(f"images[{i}] is empty: {list(img.shape)}")
-        lo, hi = (float(v) for v in torch.aminmax(img))   # one pass; NaN propagates
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"images holds NaN or inf values (image {i})")
-        if lo < -2.0 or hi > 2.0:
-            raise ValueError(f"images must be RGB in [-1, 1], image {i} spans {lo:.1f} to "
-                             f"{hi:.1f}; for 0-255 values use x / 127.5 - 1")
-    return items
-
 
 def letterbox(images: Sequence[Tensor], size: int = INPUT_SIZE) -> tuple[Tensor, Tensor]:
     """Scale each image so its longer side is ``size``, pad right/bottom: YuNet's input blob.

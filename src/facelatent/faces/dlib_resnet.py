@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facelatent.errors import WeightsError
-from facelatent.faces.tfjs import read_weights
+from facelatent.formats.tfjs import read_weights
+from facelatent.images import check_images
 
 __all__ = ["CHIP_PADDING", "CHIP_SIZE", "DLIB_5POINT_TEMPLATE", "DlibResNetEmbedder", "dlib_chip"]
 
@@ -108,7 +109,7 @@ def dlib_chip(image: Tensor, points5: Tensor, size: int = CHIP_SIZE,
     aliases and costs up to 0.002 in cosine against native dlib. Gradients flow to ``image``
     and ``points5``; the pyramid depth is chosen without gradient.
     """
-    _check_images(image, "image")
+    check_images(image, "image", values=False)
     if points5.ndim != 3 or points5.shape[1:] != (5, 2) or points5.shape[0] != image.shape[0]:
         raise ValueError(f"points5 must have shape [N, 5, 2] with N = {image.shape[0]} (one row "
                          f"of 5 landmarks per image), got {list(points5.shape)}")
@@ -209,16 +210,6 @@ def _sample(image: Tensor, A: Tensor, t: Tensor, size: int) -> Tensor:
     grid = F.affine_grid(theta, [image.shape[0], image.shape[1], size, size],
                          align_corners=False)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def _check_images(x: Tensor, name: str, size: int | None = None) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
-        got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a float tensor [N, 3, H, W] of RGB in [-1, 1], got "
-                         f"{got}; convert uint8 images with facelatent.images.from_uint8")
-    if size is not None and x.shape[-2:] != (size, size):
-        raise ValueError(f"{name} must be {size}x{size} chips, got {list(x.shape)}; cut them "
-                         "with dlib_chip(image, points5)")
 
 
 # -------------------------------------------------------------------------------------- network
@@ -358,7 +349,8 @@ class DlibResNetEmbedder(nn.Module):
     def descriptor(self, chips: Tensor) -> Tensor:
         """dlib's native descriptor: ``[N, 3, 150, 150]`` chips in [-1, 1] -> ``[N, 128]``,
         not normalised (its norm is near 1 but varies per face)."""
-        _check_images(chips, "chips", CHIP_SIZE)
+        check_images(chips, "chips", size=CHIP_SIZE, values=False,
+                     fix="cut them with dlib_chip(image, points5)")
         x = ((chips + 1) * 127.5 - self.mean_rgb) / 256
         x = F.relu(self.conv32_down(x))
         x = F.max_pool2d(x, 3, 2)

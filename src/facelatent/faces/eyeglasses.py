@@ -1,7 +1,7 @@
 """An eyeglasses classifier (Keras MobileNetV3-Small, minimalistic) as a native PyTorch module.
 
 The network is SlinkoIgor/glasses_detector's ``fp16_model.tflite`` (Apache-2.0), read with
-:mod:`facelatent.faces.tflite` and rebuilt here layer by layer. What the graph computes:
+:mod:`facelatent.formats.tflite` and rebuilt here layer by layer. What the graph computes:
 
     input: [1, 64, 128, 3] RGB eye-region crop, values 0-255. The graph has no rescaling op:
         the first conv's weights are ~1/127.5 of the others' scale and its biases are large,
@@ -29,7 +29,6 @@ the box edge, where the neighbouring pixel outside the box is read instead of th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facelatent.errors import WeightsError
-from facelatent.faces.tflite import TFLiteGraph, TFLiteOperator
+from facelatent.formats.tflite import TFLiteGraph, TFLiteOperator
+from facelatent.images import check_images
 from facelatent.weights import file_path
 
 __all__ = ["CROP_SIZE", "FFHQ_EYE_BOX_1024", "EyeglassesClassifier", "crop_boxes",
@@ -163,9 +163,9 @@ class EyeglassesClassifier(nn.Module):
 
     def forward(self, crops: Tensor) -> Tensor:
         """Logits [N] for crops [N, 3, 64, 128]: float RGB, values 0-255 (the file's input)."""
-        _check_batch(crops, "crops", CROP_SIZE,
-                     "float RGB 0-255; cut them from images with crop_boxes(...) * 127.5 + 127.5 "
-                     "or call score(images)")
+        check_images(crops, "crops", size=CROP_SIZE, what="float RGB 0-255", max_abs=None,
+                     fix="cut them from images with crop_boxes(...) * 127.5 + 127.5 or call "
+                         "score(images)")
         x = F.relu(self.stem(crops))
         x = self.blocks(x)
         x = F.relu(self.embed(F.relu(self.last_conv(x))))
@@ -181,16 +181,11 @@ class EyeglassesClassifier(nn.Module):
         :func:`eye_box_from_landmarks68`; None = FFHQ-aligned faces (generator output): the
         fixed :data:`FFHQ_EYE_BOX_1024` scaled to the image size.
         """
-        _check_batch(images, "images", None, "float RGB in [-1, 1]", finite=False)
+        check_images(images, "images", values=False)
         if boxes is None:
             boxes = ffhq_eye_boxes(images)
-        region, boxes = _region(images, boxes)  # only the pixels the crops read are checked
-        peak = float(region.detach().abs().amax())  # one pass: NaN and infinity show up here too
-        if not math.isfinite(peak):
-            raise ValueError("images holds NaN or infinite values")
-        if peak > 3.0:
-            raise ValueError(f"images must be in [-1, 1], got values up to {peak:.1f}; convert "
-                             "0-255 images with x / 127.5 - 1")
+        region, boxes = _region(images, boxes)
+        check_images(region, "images")          # only the pixels the crops read are checked
         crops = _sample(region.clamp(-1.0, 1.0), boxes, CROP_SIZE)
         return -self((crops + 1.0) * 127.5)
 
@@ -199,7 +194,7 @@ class EyeglassesClassifier(nn.Module):
 
 def ffhq_eye_boxes(images: Tensor) -> Tensor:
     """The fixed FFHQ eye box scaled to images [N, 3, H, W]: [N, 4] (left, top, right, bottom)."""
-    _check_batch(images, "images", None, "float RGB in [-1, 1]", finite=False)
+    check_images(images, "images", values=False)
     h, w = images.shape[-2:]
     scale = torch.tensor([w, h, w, h], dtype=images.dtype, device=images.device) / 1024.0
     box = torch.tensor(FFHQ_EYE_BOX_1024, dtype=images.dtype, device=images.device) * scale
@@ -214,9 +209,9 @@ def crop_boxes(images: Tensor, boxes: Tensor, size: tuple[int, int] = CROP_SIZE)
     samples outside the image repeat the border pixel. Differentiable in images and boxes.
     Only the pixels the boxes read are checked for NaN (and, in score, for range).
     """
-    _check_batch(images, "images", None, "float images", finite=False)
+    check_images(images, "images", what="float images", values=False)
     images, boxes = _region(images, boxes)
-    _check_batch(images, "images", None, "float images")
+    check_images(images, "images", what="float images", max_abs=None)
     return _sample(images, boxes, size)
 
 
@@ -302,22 +297,6 @@ def eye_box_from_eyes(eyes: Tensor) -> Tensor:
     box = torch.tensor(FFHQ_EYE_BOX_1024, dtype=eyes.dtype, device=eyes.device).view(2, 2)
     corners = eyes.mean(dim=1)[:, None] + scale[:, None, None] * (box - ref.mean(dim=0))
     return corners.reshape(-1, 4)
-
-
-def _check_batch(x: object, name: str, hw: tuple[int, int] | None, what: str,
-                 finite: bool = True) -> None:
-    """ValueError unless ``x`` is a float [N, 3, H, W] tensor (H, W = ``hw`` if given), finite
-    unless ``finite`` is False."""
-    want = f"[N, 3, {hw[0]}, {hw[1]}]" if hw else "[N, 3, H, W]"
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor {want} ({what}), got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] == 0 or (hw and tuple(x.shape[2:]) != hw):
-        raise ValueError(f"{name} must have shape {want} ({what}) with N >= 1, got "
-                         f"{list(x.shape)}; add a batch axis with x[None] for one image")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor ({what}), got {x.dtype}")
-    if finite and not torch.isfinite(x).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
 
 
 def _check_boxes(boxes: object, n: int) -> None:

@@ -62,7 +62,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facelatent.errors import WeightsError
-from facelatent.faces.tfjs import read_weights
+from facelatent.formats.tfjs import read_weights
+from facelatent.images import check_images
 
 __all__ = ["DLIB_BOX_SCALE", "DLIB_BOX_SHIFT", "EXPRESSIONS", "INPUT_SIZE", "CropTransform",
            "ExpressionNet", "Landmark68Net", "face_crop", "landmark_box", "scale_boxes"]
@@ -147,7 +148,7 @@ def face_crop(images: Tensor, boxes: Tensor, size: int = INPUT_SIZE
     coordinates back to image pixels. The box is clipped and floored as face-api does (see the
     module docstring), so no gradient reaches ``boxes``.
     """
-    _check_images(images, "images")
+    check_images(images, "images", values=False)
     n = boxes.shape[0] if isinstance(boxes, Tensor) and boxes.ndim == 2 else images.shape[0]
     _check_boxes(boxes, n)
     if images.shape[0] not in (1, n):
@@ -195,16 +196,6 @@ def _resize_matrix(size: int, side: int, before: int, length: int, like: Tensor)
         keep = (index >= 0) & (index < length)
         weights.index_put_((j.long()[keep], index[keep]), weight[keep], accumulate=True)
     return weights.to(dtype=like.dtype, device=like.device)
-
-
-def _check_images(x: Tensor, name: str, size: int | None = None) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
-        got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a float tensor [N, 3, H, W] of RGB in [-1, 1], got "
-                         f"{got}; convert uint8 images with facelatent.images.from_uint8")
-    if size is not None and x.shape[-2:] != (size, size):
-        raise ValueError(f"{name} must be {size}x{size} crops, got {list(x.shape)}; cut them "
-                         "with face_crop(images, boxes)")
 
 
 def _check_boxes(boxes: Tensor, n: int) -> None:
@@ -359,7 +350,8 @@ class _FaceApiNet(nn.Module):
 
     def head(self, crops: Tensor) -> Tensor:
         """``[N, 3, 112, 112]`` crops in [-1, 1] -> ``[N, num_outputs]`` raw fc outputs."""
-        _check_images(crops, "crops", self.input_size)
+        check_images(crops, "crops", size=self.input_size, values=False,
+                     fix="cut them with face_crop(images, boxes)")
         x = ((crops + 1) * 127.5 - self.mean_rgb) / 255
         for block in self.dense:
             x = block(x)

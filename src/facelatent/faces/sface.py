@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facelatent.errors import WeightsError
-from facelatent.faces.onnx_graph import OnnxGraph, OnnxNode
+from facelatent.formats.onnx import OnnxGraph, OnnxNode
+from facelatent.images import check_images
 from facelatent.weights import file_path
 
 __all__ = ["ARCFACE_TEMPLATE_112", "SAME_PERSON_COSINE", "SFaceEmbedder", "arcface_align",
@@ -124,7 +125,8 @@ class SFaceEmbedder(nn.Module):
 
         ``crops``: float RGB in [-1, 1], aligned to the ArcFace template (see ``arcface_align``).
         """
-        _check_crops(crops)
+        check_images(crops, "crops", size=CROP_SIZE, values=False,
+                     fix="align faces with arcface_align(images, points5)")
         blob = (crops + 1.0) * 127.5  # project convention -> the 0-255 RGB blob OpenCV feeds
         x = ((blob - self.input_mean) * self.input_scale).contiguous(
             memory_format=torch.channels_last)
@@ -245,18 +247,6 @@ class _OnnxLoader:
 
 # --- alignment ------------------------------------------------------------------------------
 
-def _check_crops(crops: Tensor) -> None:
-    if not isinstance(crops, Tensor):
-        raise ValueError("crops must be a torch.Tensor [N, 3, 112, 112], got "
-                         f"{type(crops).__name__}")
-    if crops.ndim != 4 or tuple(crops.shape[1:]) != (3, CROP_SIZE, CROP_SIZE):
-        raise ValueError(f"crops must have shape [N, 3, 112, 112] (aligned RGB in [-1, 1]), got "
-                         f"{list(crops.shape)}; align faces with arcface_align(images, points5)")
-    if not crops.is_floating_point():
-        raise ValueError(f"crops must be a float tensor in [-1, 1], got {crops.dtype}; convert "
-                         "uint8 images with x.float() / 127.5 - 1")
-
-
 def estimate_similarity(src: Tensor, dst: Tensor) -> Tensor:
     """Least-squares similarity transform taking ``src`` points onto ``dst``: [N, 2, 3].
 
@@ -287,12 +277,7 @@ def arcface_align(image: Tensor, points5: Tensor, fill: float = -1.0) -> Tensor:
     ``FaceRecognizerSF::alignCrop``); pixels are sampled bilinearly and areas outside the image
     get ``fill`` (-1: black, like OpenCV's zero border). Differentiable in image and points.
     """
-    if not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] != 3:
-        shape = list(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise ValueError(f"image must be a tensor [N, 3, H, W] of RGB in [-1, 1], got {shape}; "
-                         "add a batch dimension with image[None]")
-    if not image.is_floating_point():
-        raise ValueError(f"image must be a float tensor in [-1, 1], got {image.dtype}")
+    check_images(image, "image", values=False)
     if not isinstance(points5, Tensor) or points5.ndim != 3 or tuple(points5.shape[1:]) != (5, 2):
         shape = list(points5.shape) if isinstance(points5, Tensor) else type(points5).__name__
         raise ValueError(f"points5 must be a tensor [N, 5, 2] of (x, y) pixel coordinates, got "

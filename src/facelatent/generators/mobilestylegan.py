@@ -30,7 +30,7 @@ from torch import nn
 
 from facelatent.errors import WeightsError
 from facelatent.generators.base import check_ws, check_z, estimate_w_avg, truncate
-from facelatent.generators.ir import IRGraph, IRLayer
+from facelatent.formats.ir import IRGraph, IRLayer
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ Two quirks of exported files are handled here:
   initialisers, or that nothing consumes, are *stale* and dropped; only real data inputs remain.
 - Initialisers that no node reads (leftover shapes) are dead and listed in ``dead_initializers``.
 
-Like :class:`facelatent.generators.ir.IRGraph`, the graph counts which constants a loader has
+Like :class:`facelatent.formats.ir.IRGraph`, the graph counts which constants a loader has
 taken, so the loader can fail on any constant it did not map.
 
 :func:`reference_session` is the other direction: onnxruntime running the file itself, after the
