@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelatent.cli.identity import boundaries_path
+from facelatent.boundaries import boundaries_path
 from facelatent.cli.sample import ProgressBar, add_engine_arguments, engine_from_args
 
 

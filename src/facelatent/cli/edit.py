@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         sigma_for,
     )
     from facelatent.generators import get_generator
-    from facelatent.ranges import parse_seeds
+    from facelatent.ranges import parse_layers, parse_seeds
 
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     G = get_generator(model, device=device, backend=args.backend)
     for b in (boundary, *conditions):
         check_fits(b, G, model)
-    layers = args.layers
+    layers = parse_layers(args.layers, G.num_ws)        # checked before any message or work
     if layers is None and (own := sefa_layers(boundary, G.num_ws)) is not None:
         layers = own                    # SeFa edits the style inputs it was found on
         print(f"editing the SeFa direction's own style inputs {layers} (--layers overrides)",
