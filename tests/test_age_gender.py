@@ -25,7 +25,8 @@ from facelatent.faces.age_gender import (
     AGE_BIN_VALUES, AGE_CHIP_SIZE, CHIP_PADDING, GENDER_CHIP_SIZE, MEAN_RGB, AgeGenderScorer,
     AgeNet, GenderNet, read_manifest,
 )
-from facelatent.faces.dlib_resnet import DLIB_5POINT_TEMPLATE, dlib_chip
+from facelatent.faces.align import DLIB_5POINT_TEMPLATE
+from facelatent.faces.dlib_resnet import dlib_chip
 from facelatent.formats.onnx import reference_session
 
 

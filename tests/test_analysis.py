@@ -131,6 +131,15 @@ def test_bad_images_raise_clear_errors(random_analyzer, bad: object, match: str)
         random_analyzer.score(bad, "age")  # type: ignore[arg-type]
 
 
+def test_geometry_of_other_images_is_refused(random_analyzer) -> None:
+    geom = random_analyzer.locate(faces(3), generated=True)
+    for call in (lambda: random_analyzer.score(faces(2), "age", geometry=geom),
+                 lambda: random_analyzer.embed(faces(2), "sface", geometry=geom),
+                 lambda: random_analyzer.ffhq_align(faces(2), geometry=geom)):
+        with pytest.raises(ValueError, match="geometry has 3 rows but images has 2"):
+            call()
+
+
 def test_generated_needs_one_batch_tensor(random_analyzer) -> None:
     with pytest.raises(ValueError, match="generated=True"):
         random_analyzer.score([faces(1)[0]], "age", generated=True)

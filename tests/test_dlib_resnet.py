@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from facelatent.errors import WeightsError
-from facelatent.faces.dlib_resnet import DlibResNetEmbedder, chip_transform, dlib_chip
+from facelatent.faces.align import DLIB_5POINT_TEMPLATE, chip_transform
+from facelatent.faces.dlib_resnet import CHIP_PADDING, CHIP_SIZE, DlibResNetEmbedder, dlib_chip
 from facelatent.formats.tfjs import read_weights
 
 # The 5 landmarks of a face about 300 px wide (dlib order), from dlib on obama.jpg.
@@ -210,9 +211,9 @@ def test_chip_geometry_matches_dlib(scale: float) -> None:
 
 def test_chip_transform_of_the_template_itself() -> None:
     """Landmarks exactly on the template at scale 1 give a unit-pitch, unrotated chip."""
-    from facelatent.faces.dlib_resnet import DLIB_5POINT_TEMPLATE
     q = (0.25 + torch.tensor(DLIB_5POINT_TEMPLATE, dtype=torch.float64)) / 1.5 * 150
-    A, t = chip_transform(q[None] + torch.tensor([10.0, 20.0], dtype=torch.float64))
+    A, t = chip_transform(q[None] + torch.tensor([10.0, 20.0], dtype=torch.float64), CHIP_SIZE,
+                          CHIP_PADDING)
     torch.testing.assert_close(A[0], torch.eye(2, dtype=torch.float64))
     torch.testing.assert_close(t[0], torch.tensor([10.5, 20.5], dtype=torch.float64))
 

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from facelatent.errors import WeightsError
+from facelatent.faces.align import ARCFACE_TEMPLATE_112, estimate_similarity
 from facelatent.faces.detect import YuNetDetector, largest_faces
 from facelatent.faces.sface import (
-    ARCFACE_TEMPLATE_112, SAME_PERSON_COSINE, SFaceEmbedder, arcface_align, estimate_similarity,
+    SAME_PERSON_COSINE, SFaceEmbedder, arcface_align,
 )
 from facelatent.formats.onnx import OnnxGraph, dequantize_linear, reference_session
 from facelatent.images import from_uint8, load_rgb

@@ -322,7 +322,7 @@ class AgeGenderScorer(nn.Module):
 
         ``images``: [N, 3, H, W] float RGB in [-1, 1]. ``points5``: [N, 5, 2] pixel (x, y)
         landmarks from dlib's 5-point shape predictor, in its order (see
-        ``DLIB_5POINT_TEMPLATE``). Returns ``age`` [N] expected age in years (0.25 to 80),
+        ``align.DLIB_5POINT_TEMPLATE``). Returns ``age`` [N] expected age in years (0.25 to 80),
         ``gender`` [N] P(male) in [0, 1], and ``gender_logit`` [N], the log-odds of male.
         """
         age_chips, gender_chips = self.chips(images, points5)

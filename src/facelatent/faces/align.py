@@ -17,6 +17,10 @@ Three ways a face reaches a model:
    FFHQ, from the eye centres and mouth corners (a rotated square around the face, sized by the
    eye distance and the eye-to-mouth distance), so a photo lands where the generator's faces are.
 
+The model crops' templates and transforms live here too: :func:`arcface_align` (SFace's 112 px
+ArcFace crop, :data:`ARCFACE_TEMPLATE_112`) and :func:`chip_transform` (the geometry of dlib's
+chips, :data:`DLIB_5POINT_TEMPLATE`, sampled by :func:`facelatent.faces.dlib_resnet.dlib_chip`).
+
 All point sets are ``[N, K, 2]`` float (x, y) pixel coordinates with pixel centres at integers.
 """
 
@@ -28,10 +32,11 @@ from torch import Tensor, nn
 
 from facelatent.images import check_images
 
-__all__ = ["FFHQ_FACE_BOX", "FFHQ_LANDMARKS68", "FixedGeometryDetector",
-           "arcface5_from_landmarks68", "check_points",
-           "derive_ffhq_geometry", "dlib5_from_landmarks68", "ffhq_align", "ffhq_quad",
-           "generated_face_boxes", "generated_landmarks68", "landmark_box_from_detection"]
+__all__ = ["ARCFACE_CROP_SIZE", "ARCFACE_TEMPLATE_112", "DLIB_5POINT_TEMPLATE", "FFHQ_FACE_BOX",
+           "FFHQ_LANDMARKS68", "FixedGeometryDetector", "arcface5_from_landmarks68", "arcface_align",
+           "check_points", "chip_transform", "derive_ffhq_geometry", "dlib5_from_landmarks68",
+           "estimate_similarity", "ffhq_align", "ffhq_quad", "generated_face_boxes",
+           "generated_landmarks68", "landmark_box_from_detection"]
 
 # The box the 68-point net reads, from a YuNet box: scaled about its centre, then moved down by
 # a fraction of its height. Chosen on 43 photos (the test photos and the eyeglasses fixtures)
@@ -79,6 +84,25 @@ def check_points(points: object, name: str, k: int) -> Tensor:
     if not torch.isfinite(points).all():
         raise ValueError(f"{name} holds NaN or inf; drop the faces that were not found first")
     return points
+
+
+# Landmarks of the ArcFace 112x112 crop, in pixels: the eye on the image's left (the subject's
+# right eye), the other eye, nose tip, mouth corner on the image's left, the other mouth corner.
+ARCFACE_CROP_SIZE = 112
+ARCFACE_TEMPLATE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
+                        (41.5493, 92.3655), (70.7299, 92.2041))
+# dlib's mean 5-point face (get_face_chip_details in dlib/image_transforms/interpolation.h), in
+# chip units before padding: right eye outer, right eye inner, left eye outer, left eye inner,
+# nose base, in the order of shape_predictor_5_face_landmarks. Checked against dlib 20.0.1 by
+# probing get_face_chip_details/extract_image_chip with images whose pixel value is their own
+# coordinate (tests/test_dlib_resnet.py repeats the check when dlib is installed).
+DLIB_5POINT_TEMPLATE = (
+    (0.8595674595992, 0.2134981538014),
+    (0.6460604764104, 0.2289674387677),
+    (0.1205750620789, 0.2137274526848),
+    (0.3340850613712, 0.2290642403242),
+    (0.4901123135679, 0.6277975316475),
+)
 
 
 # ------------------------------------------------------------------------- landmark conversions
@@ -165,6 +189,98 @@ def derive_ffhq_geometry(generator: object, detector: object, landmarker: object
     size = points.new_tensor([w, h])
     return ((points[0] + 0.5) / size,
             box[0] / torch.cat([size, size]))
+
+
+# --------------------------------------------------------- model crops: ArcFace, dlib chips
+
+def estimate_similarity(src: Tensor, dst: Tensor) -> Tensor:
+    """Least-squares similarity transform taking ``src`` points onto ``dst``: [N, 2, 3].
+
+    ``src``, ``dst``: [N, K, 2] (K >= 2) points in pixels. Returns M with dst ~ M @ [x, y, 1]:
+    rotation, uniform scale and translation, no reflection. This is Umeyama's (1991) solution,
+    which in 2-D has a closed form (points as complex numbers, dst_c = a * src_c with
+    a = sum(conj(src_c) dst_c) / sum(|src_c|^2)): batched and differentiable, with no SVD.
+    """
+    src_mean, dst_mean = src.mean(dim=1, keepdim=True), dst.mean(dim=1, keepdim=True)
+    s, d = src - src_mean, dst - dst_mean
+    power = (s * s).sum(dim=(1, 2))
+    if bool((power <= 1e-12).any()):
+        raise ValueError("points5 has a face whose five points coincide; cannot fit a transform")
+    a = ((s * d).sum(dim=(1, 2))) / power                                       # scale * cos
+    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(dim=1) / power      # scale * sin
+    rot = torch.stack([torch.stack([a, -b], dim=-1), torch.stack([b, a], dim=-1)], dim=1)
+    shift = dst_mean.squeeze(1) - (rot @ src_mean.squeeze(1).unsqueeze(-1)).squeeze(-1)
+    return torch.cat([rot, shift.unsqueeze(-1)], dim=2)
+
+
+def arcface_align(image: Tensor, points5: Tensor, fill: float = -1.0) -> Tensor:
+    """Warp faces onto the ArcFace 112x112 template: [N, 3, H, W], [N, 5, 2] -> [N, 3, 112, 112].
+
+    ``image``: float RGB in [-1, 1]. ``points5``: pixel coordinates (x, y; pixel centres at
+    integers, as OpenCV) of the eye on the image's left, the other eye, the nose tip, the mouth
+    corner on the image's left and the other one: YuNet's order. The similarity transform is the
+    least-squares fit of the points onto ``ARCFACE_TEMPLATE_112`` (as OpenCV's
+    ``FaceRecognizerSF::alignCrop``); pixels are sampled bilinearly and areas outside the image
+    get ``fill`` (-1: black, like OpenCV's zero border). Differentiable in image and points.
+    """
+    check_images(image, "image", values=False)
+    if not isinstance(points5, Tensor) or points5.ndim != 3 or tuple(points5.shape[1:]) != (5, 2):
+        shape = list(points5.shape) if isinstance(points5, Tensor) else type(points5).__name__
+        raise ValueError(f"points5 must be a tensor [N, 5, 2] of (x, y) pixel coordinates, got "
+                         f"{shape}")
+    if points5.shape[0] != image.shape[0]:
+        raise ValueError(f"points5 has {points5.shape[0]} faces but image has {image.shape[0]}; "
+                         "pass one set of five points per image")
+    n, _, height, width = image.shape
+    points = points5.to(device=image.device, dtype=image.dtype)
+    template = torch.tensor(ARCFACE_TEMPLATE_112, dtype=image.dtype, device=image.device)
+    forward = estimate_similarity(points, template.expand(n, 5, 2))     # image px -> crop px
+    # Invert [R | t]: R is scale * rotation, so R^-1 = R^T / det(R).
+    rot, shift = forward[:, :, :2], forward[:, :, 2:]
+    rot_inv = rot.transpose(1, 2) / torch.linalg.det(rot)[:, None, None]
+    inverse = torch.cat([rot_inv, -rot_inv @ shift], dim=2)             # crop px -> image px
+    # affine_grid works in normalised coordinates (align_corners=False: -1 and 1 are the outer
+    # pixel edges), so theta = to_norm(image) @ inverse @ from_norm(crop).
+    from_norm = torch.tensor([[ARCFACE_CROP_SIZE / 2, 0, (ARCFACE_CROP_SIZE - 1) / 2],
+                              [0, ARCFACE_CROP_SIZE / 2, (ARCFACE_CROP_SIZE - 1) / 2], [0, 0, 1]],
+                             dtype=image.dtype, device=image.device)
+    to_norm = torch.tensor([[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1]],
+                           dtype=image.dtype, device=image.device)
+    theta = to_norm @ torch.cat([inverse, from_norm[2:].expand(n, 1, 3)], dim=1) @ from_norm
+    grid = F.affine_grid(theta, [n, 3, ARCFACE_CROP_SIZE, ARCFACE_CROP_SIZE], align_corners=False)
+    # Sample (image - fill) with a zero border, then add fill back: out-of-image pixels = fill.
+    warped = F.grid_sample(image - fill, grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
+    return warped + fill
+
+
+def chip_transform(points5: Tensor, size: int, padding: float) -> tuple[Tensor, Tensor]:
+    """dlib's chip geometry: chip pixel (u, v) -> image pixel ``A @ (u, v) + t``.
+
+    ``points5``: ``[N, 5, 2]`` image pixel coordinates (x, y) of the 5 landmarks.
+    Returns ``A [N, 2, 2]`` (a rotation times a scale) and ``t [N, 2]``.
+
+    dlib fits a least-squares similarity ``T`` from the template scaled to ``size`` onto the
+    points, takes the rectangle centred on ``T(size/2, size/2)`` with side ``size * scale(T)``
+    and maps its corner pixels onto chip pixels ``0`` and ``size - 1``; a dlib drectangle's
+    corners are one pixel closer than its side, so the chip's pixel pitch is
+    ``(size * scale - 1) / (size - 1)`` image pixels, not ``scale``.
+    """
+    template = points5.new_tensor(DLIB_5POINT_TEMPLATE)
+    q = (padding + template) / (1 + 2 * padding) * size                      # [5, 2]
+    q_mean, p_mean = q.mean(0), points5.mean(1)                              # [2], [N, 2]
+    qc, pc = q - q_mean, points5 - p_mean[:, None]
+    norm = (qc ** 2).sum()
+    a = (qc[:, 0] * pc[..., 0] + qc[:, 1] * pc[..., 1]).sum(1) / norm        # s cos(angle)
+    b = (qc[:, 0] * pc[..., 1] - qc[:, 1] * pc[..., 0]).sum(1) / norm        # s sin(angle)
+    rot = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], -2)  # [N, 2, 2]
+    t = p_mean - (rot @ q_mean)
+    centre = rot @ q.new_tensor([size / 2, size / 2]) + t
+    scale = torch.sqrt(a ** 2 + b ** 2)
+    pitch = (size * scale - 1) / ((size - 1) * scale)
+    A = rot * pitch[:, None, None]
+    half = (size - 1) / 2
+    return A, centre - A @ q.new_tensor([half, half])
 
 
 # ---------------------------------------------------------------------------- FFHQ alignment

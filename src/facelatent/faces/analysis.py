@@ -194,7 +194,8 @@ class FaceAnalyzer:
         wanted = resolve_attributes(names)
         items = _check_images(images, generated or bool(geometry and geometry.generated))
         models = {ATTRIBUTES[n].model for n in wanted}
-        geom = geometry or self.locate(items, generated, landmarks="landmarks68" in models)
+        geom = _matching(geometry, items) or self.locate(items, generated,
+                                                         landmarks="landmarks68" in models)
         n = len(items)
         out = {name: torch.full((n,), float("nan"), device=self.device) for name in wanted}
         rows = torch.nonzero(geom.found).flatten()
@@ -224,7 +225,7 @@ class FaceAnalyzer:
         mouth corners 48 and 54) from the 68-point net, then :func:`align.ffhq_align`.
         """
         items = _check_images(images)
-        geom = geometry or self.locate(items)
+        geom = _matching(geometry, items) or self.locate(items)
         if geom.points68 is None:
             raise ValueError("geometry has no 68-point landmarks; call locate(images) with "
                              "landmarks=True")
@@ -245,7 +246,7 @@ class FaceAnalyzer:
             raise ValueError(f"model must be one of {' or '.join(map(repr, IDENTITY_MODELS))}, "
                              f"got {model!r}")
         items = _check_images(images, generated or bool(geometry and geometry.generated))
-        geom = geometry or self.locate(items, generated, landmarks=False)
+        geom = _matching(geometry, items) or self.locate(items, generated, landmarks=False)
         net = self.model(model)
         n = len(items)
         out = torch.full((n, 128), float("nan"), device=self.device)
@@ -257,6 +258,15 @@ class FaceAnalyzer:
                 points = g.points5 if model == "sface" else align.dlib5_from_landmarks68(g.align68)
                 out = out.index_put((idx,), per_image(net.embed, batch, points))
         return out
+
+
+def _matching(geometry: FaceGeometry | None, items: list[Tensor] | Tensor) -> FaceGeometry | None:
+    """``geometry`` if it has one row per image; ValueError otherwise (it was located on other
+    images, and rows would be matched to the wrong faces)."""
+    if geometry is not None and len(geometry.found) != len(items):
+        raise ValueError(f"geometry has {len(geometry.found)} rows but images has {len(items)}; "
+                         "pass the geometry that locate() gave for these same images")
+    return geometry
 
 
 def _wants_grad(items: list[Tensor] | Tensor) -> bool:

@@ -39,60 +39,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facelatent.errors import WeightsError
+from facelatent.faces.align import chip_transform
 from facelatent.formats.tfjs import read_weights
 from facelatent.images import check_images
 
-__all__ = ["CHIP_PADDING", "CHIP_SIZE", "DLIB_5POINT_TEMPLATE", "DlibResNetEmbedder", "dlib_chip"]
+__all__ = ["CHIP_PADDING", "CHIP_SIZE", "DlibResNetEmbedder", "dlib_chip"]
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 MEAN_RGB = (122.782, 117.001, 104.298)  # dlib's input_rgb_image_sized<150> means, 0-255 scale
 
-# dlib's mean 5-point face (get_face_chip_details in dlib/image_transforms/interpolation.h), in
-# chip units before padding: right eye outer, right eye inner, left eye outer, left eye inner,
-# nose base, in the order of shape_predictor_5_face_landmarks. Checked against dlib 20.0.1 by
-# probing get_face_chip_details/extract_image_chip with images whose pixel value is their own
-# coordinate (tests/test_dlib_resnet.py repeats the check when dlib is installed).
-DLIB_5POINT_TEMPLATE = (
-    (0.8595674595992, 0.2134981538014),
-    (0.6460604764104, 0.2289674387677),
-    (0.1205750620789, 0.2137274526848),
-    (0.3340850613712, 0.2290642403242),
-    (0.4901123135679, 0.6277975316475),
-)
-
-
 # ------------------------------------------------------------------------------------ alignment
-
-def chip_transform(points5: Tensor, size: int = CHIP_SIZE, padding: float = CHIP_PADDING,
-                   ) -> tuple[Tensor, Tensor]:
-    """dlib's chip geometry: chip pixel (u, v) -> image pixel ``A @ (u, v) + t``.
-
-    ``points5``: ``[N, 5, 2]`` image pixel coordinates (x, y) of the 5 landmarks.
-    Returns ``A [N, 2, 2]`` (a rotation times a scale) and ``t [N, 2]``.
-
-    dlib fits a least-squares similarity ``T`` from the template scaled to ``size`` onto the
-    points, takes the rectangle centred on ``T(size/2, size/2)`` with side ``size * scale(T)``
-    and maps its corner pixels onto chip pixels ``0`` and ``size - 1``; a dlib drectangle's
-    corners are one pixel closer than its side, so the chip's pixel pitch is
-    ``(size * scale - 1) / (size - 1)`` image pixels, not ``scale``.
-    """
-    template = points5.new_tensor(DLIB_5POINT_TEMPLATE)
-    q = (padding + template) / (1 + 2 * padding) * size                      # [5, 2]
-    q_mean, p_mean = q.mean(0), points5.mean(1)                              # [2], [N, 2]
-    qc, pc = q - q_mean, points5 - p_mean[:, None]
-    norm = (qc ** 2).sum()
-    a = (qc[:, 0] * pc[..., 0] + qc[:, 1] * pc[..., 1]).sum(1) / norm        # s cos(angle)
-    b = (qc[:, 0] * pc[..., 1] - qc[:, 1] * pc[..., 0]).sum(1) / norm        # s sin(angle)
-    rot = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], -2)  # [N, 2, 2]
-    t = p_mean - (rot @ q_mean)
-    centre = rot @ q.new_tensor([size / 2, size / 2]) + t
-    scale = torch.sqrt(a ** 2 + b ** 2)
-    pitch = (size * scale - 1) / ((size - 1) * scale)
-    A = rot * pitch[:, None, None]
-    half = (size - 1) / 2
-    return A, centre - A @ q.new_tensor([half, half])
-
 
 def dlib_chip(image: Tensor, points5: Tensor, size: int = CHIP_SIZE,
               padding: float = CHIP_PADDING) -> Tensor:

@@ -32,19 +32,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facelatent.errors import WeightsError
+from facelatent.faces.align import ARCFACE_CROP_SIZE as CROP_SIZE, arcface_align
 from facelatent.formats.onnx import OnnxGraph, OnnxNode
 from facelatent.images import check_images
 from facelatent.weights import file_path
 
-__all__ = ["ARCFACE_TEMPLATE_112", "SAME_PERSON_COSINE", "SFaceEmbedder", "arcface_align",
-           "estimate_similarity"]
+# arcface_align (facelatent.faces.align) is re-exported: the crop this network reads.
+__all__ = ["SAME_PERSON_COSINE", "SFaceEmbedder", "arcface_align"]
 
-# Landmarks of the ArcFace 112x112 crop, in pixels: the eye on the image's left (the subject's
-# right eye), the other eye, nose tip, mouth corner on the image's left, the other mouth corner.
-ARCFACE_TEMPLATE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
-                        (41.5493, 92.3655), (70.7299, 92.2041))
 SAME_PERSON_COSINE = 0.363  # OpenCV's cosine threshold for SFace (same person above it)
-CROP_SIZE = 112
 EMBED_DIM = 128
 
 # (output channels, stride of the depthwise conv) for the ONNX blocks conv_2 .. conv_14.
@@ -243,66 +239,3 @@ class _OnnxLoader:
         with torch.no_grad():
             head.weight.copy_(torch.from_numpy(w * s1[None, :] * scale2[:, None]))
             head.bias.copy_(torch.from_numpy((w @ b1 + bias) * scale2 + shift2))
-
-
-# --- alignment ------------------------------------------------------------------------------
-
-def estimate_similarity(src: Tensor, dst: Tensor) -> Tensor:
-    """Least-squares similarity transform taking ``src`` points onto ``dst``: [N, 2, 3].
-
-    ``src``, ``dst``: [N, K, 2] (K >= 2) points in pixels. Returns M with dst ~ M @ [x, y, 1]:
-    rotation, uniform scale and translation, no reflection. This is Umeyama's (1991) solution,
-    which in 2-D has a closed form (points as complex numbers, dst_c = a * src_c with
-    a = sum(conj(src_c) dst_c) / sum(|src_c|^2)): batched and differentiable, with no SVD.
-    """
-    src_mean, dst_mean = src.mean(dim=1, keepdim=True), dst.mean(dim=1, keepdim=True)
-    s, d = src - src_mean, dst - dst_mean
-    power = (s * s).sum(dim=(1, 2))
-    if bool((power <= 1e-12).any()):
-        raise ValueError("points5 has a face whose five points coincide; cannot fit a transform")
-    a = ((s * d).sum(dim=(1, 2))) / power                                       # scale * cos
-    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(dim=1) / power      # scale * sin
-    rot = torch.stack([torch.stack([a, -b], dim=-1), torch.stack([b, a], dim=-1)], dim=1)
-    shift = dst_mean.squeeze(1) - (rot @ src_mean.squeeze(1).unsqueeze(-1)).squeeze(-1)
-    return torch.cat([rot, shift.unsqueeze(-1)], dim=2)
-
-
-def arcface_align(image: Tensor, points5: Tensor, fill: float = -1.0) -> Tensor:
-    """Warp faces onto the ArcFace 112x112 template: [N, 3, H, W], [N, 5, 2] -> [N, 3, 112, 112].
-
-    ``image``: float RGB in [-1, 1]. ``points5``: pixel coordinates (x, y; pixel centres at
-    integers, as OpenCV) of the eye on the image's left, the other eye, the nose tip, the mouth
-    corner on the image's left and the other one: YuNet's order. The similarity transform is the
-    least-squares fit of the points onto ``ARCFACE_TEMPLATE_112`` (as OpenCV's
-    ``FaceRecognizerSF::alignCrop``); pixels are sampled bilinearly and areas outside the image
-    get ``fill`` (-1: black, like OpenCV's zero border). Differentiable in image and points.
-    """
-    check_images(image, "image", values=False)
-    if not isinstance(points5, Tensor) or points5.ndim != 3 or tuple(points5.shape[1:]) != (5, 2):
-        shape = list(points5.shape) if isinstance(points5, Tensor) else type(points5).__name__
-        raise ValueError(f"points5 must be a tensor [N, 5, 2] of (x, y) pixel coordinates, got "
-                         f"{shape}")
-    if points5.shape[0] != image.shape[0]:
-        raise ValueError(f"points5 has {points5.shape[0]} faces but image has {image.shape[0]}; "
-                         "pass one set of five points per image")
-    n, _, height, width = image.shape
-    points = points5.to(device=image.device, dtype=image.dtype)
-    template = torch.tensor(ARCFACE_TEMPLATE_112, dtype=image.dtype, device=image.device)
-    forward = estimate_similarity(points, template.expand(n, 5, 2))     # image px -> crop px
-    # Invert [R | t]: R is scale * rotation, so R^-1 = R^T / det(R).
-    rot, shift = forward[:, :, :2], forward[:, :, 2:]
-    rot_inv = rot.transpose(1, 2) / torch.linalg.det(rot)[:, None, None]
-    inverse = torch.cat([rot_inv, -rot_inv @ shift], dim=2)             # crop px -> image px
-    # affine_grid works in normalised coordinates (align_corners=False: -1 and 1 are the outer
-    # pixel edges), so theta = to_norm(image) @ inverse @ from_norm(crop).
-    from_norm = torch.tensor([[CROP_SIZE / 2, 0, (CROP_SIZE - 1) / 2],
-                              [0, CROP_SIZE / 2, (CROP_SIZE - 1) / 2], [0, 0, 1]],
-                             dtype=image.dtype, device=image.device)
-    to_norm = torch.tensor([[2 / width, 0, 1 / width - 1], [0, 2 / height, 1 / height - 1]],
-                           dtype=image.dtype, device=image.device)
-    theta = to_norm @ torch.cat([inverse, from_norm[2:].expand(n, 1, 3)], dim=1) @ from_norm
-    grid = F.affine_grid(theta, [n, 3, CROP_SIZE, CROP_SIZE], align_corners=False)
-    # Sample (image - fill) with a zero border, then add fill back: out-of-image pixels = fill.
-    warped = F.grid_sample(image - fill, grid, mode="bilinear", padding_mode="zeros",
-                           align_corners=False)
-    return warped + fill
