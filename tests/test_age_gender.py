@@ -291,9 +291,9 @@ def test_bad_chips_raise(random_scorer: AgeGenderScorer, kind: str, chips: objec
     (torch.zeros(1, 3, 80, 80, dtype=torch.uint8), template_points(1, 80), "float tensor"),
     (torch.full((1, 3, 80, 80), float("nan")), template_points(1, 80), "images holds NaN"),
     (torch.full((1, 3, 80, 80), 200.0), template_points(1, 80), r"in \[-1, 1\]"),
-    (torch.zeros(1, 3, 80, 80), torch.zeros(1, 68, 2), r"points5 must be a tensor \[N, 5, 2\]"),
-    (torch.zeros(1, 3, 80, 80), torch.zeros(5, 2), r"points5 must be a tensor \[N, 5, 2\]"),
-    (torch.zeros(2, 3, 80, 80), template_points(1, 80), "one set of five points per image"),
+    (torch.zeros(1, 3, 80, 80), torch.zeros(1, 68, 2), r"points5 must have shape \[N, 5, 2\]"),
+    (torch.zeros(1, 3, 80, 80), torch.zeros(5, 2), r"points5 must have shape \[N, 5, 2\]"),
+    (torch.zeros(2, 3, 80, 80), template_points(1, 80), "one row of 5 points per image"),
     (torch.zeros(1, 3, 80, 80), torch.full((1, 5, 2), float("nan")), "points5 holds NaN"),
     (torch.zeros(1, 3, 80, 80), torch.full((1, 5, 2), 7.0), "five points coincide"),
 ])

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facelatent.errors import WeightsError
+from facelatent.faces.align import check_points
 from facelatent.faces.dlib_resnet import dlib_chip
 from facelatent.formats.onnx import OnnxGraph, OnnxNode
 from facelatent.images import check_images
@@ -337,16 +338,7 @@ class AgeGenderScorer(nn.Module):
 
 def _check_inputs(images: object, points5: object) -> None:
     images = check_images(images, "images")
-    if not isinstance(points5, Tensor) or points5.ndim != 3 or tuple(points5.shape[1:]) != (5, 2):
-        got = list(points5.shape) if isinstance(points5, Tensor) else type(points5).__name__
-        raise ValueError(f"points5 must be a tensor [N, 5, 2] of dlib 5-point landmarks (x, y "
-                         f"in pixels), got {got}")
-    if points5.shape[0] != images.shape[0]:
-        raise ValueError(f"points5 has {points5.shape[0]} faces but images has "
-                         f"{images.shape[0]}; pass one set of five points per image")
-    points = points5.detach().double()
-    if not bool(torch.isfinite(points).all()):
-        raise ValueError("points5 holds NaN or infinite values")
+    points = check_points(points5, "points5", 5, n=images.shape[0]).detach().double()
     spread = (points - points.mean(dim=1, keepdim=True)).abs().amax(dim=(1, 2))
     if bool((spread < 1e-3).any()):
         raise ValueError("points5 has a face whose five points coincide; cannot cut a chip")

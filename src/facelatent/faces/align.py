@@ -71,17 +71,22 @@ FFHQ_LANDMARKS68: tuple[tuple[float, float], ...] = (
 FFHQ_FACE_BOX: tuple[float, float, float, float] = (0.2134, 0.2817, 0.7838, 1.0881)
 
 
-def check_points(points: object, name: str, k: int) -> Tensor:
-    """``points`` as a float tensor ``[N, k, 2]`` with finite values, or a ValueError."""
+def check_points(points: object, name: str, k: int, n: int | None = None,
+                 finite: bool = True) -> Tensor:
+    """``points`` as a float tensor ``[N, k, 2]`` (``N = n`` if given: one row per image) with
+    finite values (unless ``finite`` is False), or a one-line ValueError naming ``name``."""
     if not isinstance(points, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor [N, {k}, 2] of (x, y) pixel "
                          f"coordinates, got {type(points).__name__}")
     if points.ndim != 3 or tuple(points.shape[1:]) != (k, 2):
         raise ValueError(f"{name} must have shape [N, {k}, 2] (x, y in pixels), got "
                          f"{list(points.shape)}; add a batch axis with points[None] for one face")
+    if n is not None and points.shape[0] != n:
+        raise ValueError(f"{name} has {points.shape[0]} faces but images has {n}; pass one row of "
+                         f"{k} points per image")
     if not points.is_floating_point():
         raise ValueError(f"{name} must be float coordinates, got {points.dtype}")
-    if not torch.isfinite(points).all():
+    if finite and not torch.isfinite(points).all():
         raise ValueError(f"{name} holds NaN or inf; drop the faces that were not found first")
     return points
 
@@ -224,13 +229,7 @@ def arcface_align(image: Tensor, points5: Tensor, fill: float = -1.0) -> Tensor:
     get ``fill`` (-1: black, like OpenCV's zero border). Differentiable in image and points.
     """
     check_images(image, "image", values=False)
-    if not isinstance(points5, Tensor) or points5.ndim != 3 or tuple(points5.shape[1:]) != (5, 2):
-        shape = list(points5.shape) if isinstance(points5, Tensor) else type(points5).__name__
-        raise ValueError(f"points5 must be a tensor [N, 5, 2] of (x, y) pixel coordinates, got "
-                         f"{shape}")
-    if points5.shape[0] != image.shape[0]:
-        raise ValueError(f"points5 has {points5.shape[0]} faces but image has {image.shape[0]}; "
-                         "pass one set of five points per image")
+    check_points(points5, "points5", 5, n=image.shape[0], finite=False)
     n, _, height, width = image.shape
     points = points5.to(device=image.device, dtype=image.dtype)
     template = torch.tensor(ARCFACE_TEMPLATE_112, dtype=image.dtype, device=image.device)
@@ -320,9 +319,7 @@ def ffhq_align(images: Tensor, points5: Tensor, size: int = 1024) -> Tensor:
     Differentiable in images and points.
     """
     check_images(images, values=False)
-    p = check_points(points5, "points5", 5).to(images.dtype)
-    if p.shape[0] != images.shape[0]:
-        raise ValueError(f"points5 has {p.shape[0]} faces but images has {images.shape[0]}")
+    p = check_points(points5, "points5", 5, n=images.shape[0]).to(images.dtype)
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
     quad = ffhq_quad(p)

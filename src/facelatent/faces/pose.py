@@ -55,6 +55,8 @@ import math
 import torch
 from torch import Tensor
 
+from facelatent.faces.align import check_points
+
 __all__ = ["FACE_MODEL_3D", "MIRROR_68", "fit_weak_perspective", "head_pose", "openness",
            "rotation_from_angles"]
 
@@ -95,14 +97,6 @@ MIRROR_68: tuple[int, ...] = (
 )
 
 
-def _check_points(points68: Tensor) -> None:
-    if not isinstance(points68, Tensor) or points68.ndim != 3 or points68.shape[1:] != (68, 2) \
-            or not points68.is_floating_point():
-        got = list(points68.shape) if isinstance(points68, Tensor) else type(points68).__name__
-        raise ValueError(f"points68 must be a float tensor [N, 68, 2] of landmark pixels "
-                         f"(x, y) in dlib/iBUG order, got {got}")
-
-
 def rotation_from_angles(yaw: Tensor, pitch: Tensor, roll: Tensor) -> Tensor:
     """``[N]`` angles in degrees (this module's conventions) -> ``[N, 3, 3]`` rotations
     ``Roll @ Pitch @ Yaw`` from model to camera coordinates."""
@@ -123,7 +117,7 @@ def fit_weak_perspective(points68: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     camera: returns ``rotation [N, 3, 3]`` (model -> camera), ``scale [N]`` (pixels per mm)
     and ``translation [N, 2]`` (pixels), so that landmark ``i`` is close to
     ``scale * (rotation @ model[i])[:2] + translation``."""
-    _check_points(points68)
+    check_points(points68, "points68", 68, finite=False)
     index = list(FACE_MODEL_3D)
     model = points68.new_tensor([FACE_MODEL_3D[i] for i in index])            # [K, 3]
     q = points68[:, index]                                                    # [N, K, 2]
@@ -164,7 +158,7 @@ def openness(points68: Tensor) -> dict[str, Tensor]:
     Returns ``mouth_openness`` (mean inner-lip gap / mouth width) and ``eye_openness`` (mean
     eye aspect ratio of both eyes), each ``[N]``, scale-free and differentiable.
     """
-    _check_points(points68)
+    check_points(points68, "points68", 68, finite=False)
 
     def dist(i: int, j: int) -> Tensor:
         return (points68[:, i] - points68[:, j]).norm(dim=1)
