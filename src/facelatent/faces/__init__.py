@@ -1,7 +1,9 @@
 """Face analysis: detection, alignment, identity embeddings and attribute scores.
 
 ``score(images, names, generated=...)`` and ``embed(images, model=...)`` are the entry points;
-:mod:`facelatent.faces.analysis` holds the registry (``MODELS``, ``ATTRIBUTES``).
+:mod:`facelatent.faces.registry` holds the one model registry (``MODELS``, ``ATTRIBUTES``),
+:mod:`facelatent.faces.align` all crop geometry, :mod:`facelatent.faces.files` the scoring of
+image files.
 """
 
 from facelatent.faces.analysis import ATTRIBUTES, MODELS, FaceAnalyzer, embed, score
