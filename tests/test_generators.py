@@ -24,7 +24,7 @@ from facelatent.cli import main
 from facelatent.errors import FacelatentError, WeightsError
 from facelatent.generators import Generator, MobileStyleGAN, available_generators, get_generator
 from facelatent.generators.base import z_from_seeds
-from facelatent.generators.ir import IRGraph
+from facelatent.formats.ir import IRGraph
 from facelatent.images import to_uint8
 from facelatent.latents.sampling import generate_to_dir, latents_for_seeds, load_latents
 

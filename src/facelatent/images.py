@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from facelatent.errors import FileFormatError
-from facelatent.io import _open_checked
+from facelatent.io import open_checked
 
 __all__ = ["MAX_ABS", "MAX_PIXELS", "MAX_SIDE", "check_image_list", "check_images",
            "from_uint8", "grid", "load_rgb", "resize", "save_png", "to_uint8"]
@@ -189,7 +189,7 @@ def load_rgb(path: str | Path, max_side: int = MAX_SIDE) -> np.ndarray:
     it does not exist.
     """
     path = Path(path)
-    with _open_checked(path, "an image") as handle:
+    with open_checked(path, "an image") as handle:
         try:
             with warnings.catch_warnings():
                 # MAX_PIXELS below is the cap; PIL's own warning would fire under it.

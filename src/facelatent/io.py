@@ -34,8 +34,8 @@ import numpy as np
 from facelatent.errors import FacelatentError, FileFormatError
 
 __all__ = ["FileFormatError", "LOCK_NAME", "MAX_NPZ_ELEMENTS", "atomic_path", "check_header",
-           "jsonable", "load_npz", "read_json", "save_npz", "write_bytes", "write_json",
-           "writer_lock"]
+           "jsonable", "load_npy", "load_npz", "open_checked", "read_json", "save_npz",
+           "write_bytes", "write_json", "writer_lock"]
 
 LOCK_NAME = ".writer.lock"
 MAX_NPZ_ELEMENTS = 50_000_000     # default cap per .npz member (200 MB of float32)
@@ -118,8 +118,10 @@ def writer_lock(folder: str | os.PathLike[str], what: str = "folder") -> Iterato
 
 
 # -- reading ------------------------------------------------------------------------------------
-def _open_checked(path: Path, kind: str) -> IO[bytes]:
-    """Open ``path`` for reading, or raise one line that names it and what is wrong."""
+def open_checked(path: Path, kind: str) -> IO[bytes]:
+    """Open ``path`` for reading in binary, or raise one line that names it, what is wrong and
+    what was expected (``kind``, e.g. "an image"): `FileNotFoundError` for a missing file,
+    `FileFormatError` for a folder or an unreadable one."""
     if path.is_dir():
         raise FileFormatError(f"{path} is a folder; expected {kind}")
     try:
@@ -135,7 +137,7 @@ def read_json(path: str | os.PathLike[str], *, format: str | None = None,
     """The JSON object in ``path``. With ``format``, the object's ``"format"`` must equal it and
     its ``"format_version"`` be at most ``max_version``. Anything else: `FileFormatError`."""
     path = Path(path)
-    with _open_checked(path, kind) as fh:
+    with open_checked(path, kind) as fh:
         raw = fh.read(MAX_JSON_BYTES + 1)
     if len(raw) > MAX_JSON_BYTES:
         raise FileFormatError(f"{path} is over {MAX_JSON_BYTES // 2**20} MB; expected {kind}")
@@ -197,7 +199,7 @@ def load_npz(path: str | os.PathLike[str], *, format: str | None = None,
     `FileFormatError` (or `FileNotFoundError`) naming the file.
     """
     path = Path(path)
-    with _open_checked(path, kind) as fh:
+    with open_checked(path, kind) as fh:
         blob = fh.read()
     try:
         archive = zipfile.ZipFile(io.BytesIO(blob))
@@ -210,22 +212,8 @@ def load_npz(path: str | os.PathLike[str], *, format: str | None = None,
             name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             try:
                 with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    shape, dtype = _read_header(member, version)
-                    if dtype.hasobject:
-                        raise FileFormatError(f"{path}: member {name!r} holds Python objects "
-                                              "(pickled data), which facelatent never loads; "
-                                              f"expected {kind}")
-                    count = math.prod(shape)
-                    if count > max_elements:
-                        raise FileFormatError(
-                            f"{path}: member {name!r} has shape {list(shape)} ({count:,} "
-                            f"elements), over the limit of {max_elements:,}; expected {kind}")
-                with archive.open(info) as member:
-                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
-            except FileFormatError:
-                raise
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+                    out[name] = _read_npy(member, f"{path}: member {name!r}", max_elements, kind)
+            except (zipfile.BadZipFile, KeyError) as exc:
                 raise FileFormatError(f"{path}: member {name!r} is damaged ({exc}); expected "
                                       f"{kind}") from None
     if format is not None:
@@ -234,6 +222,37 @@ def load_npz(path: str | os.PathLike[str], *, format: str | None = None,
         check_header(path, found, None if version is None else version.item(), format,
                      max_version, kind)
     return out
+
+
+def load_npy(path: str | os.PathLike[str], *, max_elements: int = MAX_NPZ_ELEMENTS,
+             kind: str = "an .npy file") -> np.ndarray:
+    """The array in the ``.npy`` file at ``path``, read as `load_npz` reads each member: header
+    first, no pickles, at most ``max_elements``; every failure one `FileFormatError`."""
+    path = Path(path)
+    with open_checked(path, kind) as fh:
+        return _read_npy(fh, str(path), max_elements, kind)
+
+
+def _read_npy(stream: IO[bytes], where: str, max_elements: int, kind: str) -> np.ndarray:
+    """One ``.npy`` array from a seekable ``stream``, its header checked before its data.
+    ``where`` names it in messages ("PATH" or "PATH: member 'x'")."""
+    try:
+        start = stream.tell()
+        version = np.lib.format.read_magic(stream)
+        shape, dtype = _read_header(stream, version)
+        if dtype.hasobject:
+            raise FileFormatError(f"{where} holds Python objects (pickled data), which "
+                                  f"facelatent never loads; expected {kind}")
+        count = math.prod(shape)
+        if count > max_elements:
+            raise FileFormatError(f"{where} has shape {list(shape)} ({count:,} elements), over "
+                                  f"the limit of {max_elements:,}; expected {kind}")
+        stream.seek(start)
+        return np.lib.format.read_array(stream, allow_pickle=False)
+    except FileFormatError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise FileFormatError(f"{where} is damaged ({exc}); expected {kind}") from None
 
 
 def _read_header(member: IO[bytes], version: tuple[int, int]) -> tuple[tuple[int, ...], np.dtype]:

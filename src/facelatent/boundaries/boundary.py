@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from facelatent.errors import FileFormatError
-from facelatent.io import check_header, jsonable, load_npz, save_npz
+from facelatent.io import check_header, jsonable, load_npy, load_npz, save_npz
 
 SPACES = ("z", "w", "wp")
 NPZ_KEYS = ("normal", "intercept", "space", "attribute", "metrics", "provenance")
@@ -145,7 +145,7 @@ def load_boundary(path: str | os.PathLike[str]) -> Boundary:
     if not path.exists():
         raise FileNotFoundError(f"no boundary file at {path}")
     if _head(path) == NPY_MAGIC:
-        return _from_npy(path, _read_npy(path))
+        return _from_npy(path, load_npy(path, max_elements=MAX_ELEMENTS, kind=KIND))
     values = load_npz(path, max_elements=MAX_ELEMENTS, kind=KIND)
     if "format" in values or "format_version" in values:
         version = values.pop("format_version", None)
@@ -188,29 +188,6 @@ def _head(path: Path) -> bytes:
             return fh.read(len(NPY_MAGIC))
     except OSError:
         return b""
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    """A `.npy` array, its header checked before its data: no pickles, at most MAX_ELEMENTS."""
-    try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-            if dtype.hasobject:
-                raise FileFormatError(f"{path} holds Python objects (pickled data), which "
-                                      f"facelatent never loads; expected {KIND}")
-            if math.prod(shape) > MAX_ELEMENTS:
-                raise FileFormatError(f"{path} holds an array of shape {list(shape)}, far larger "
-                                      f"than a boundary normal; expected {KIND}")
-            fh.seek(0)
-            return np.lib.format.read_array(fh, allow_pickle=False)
-    except FileFormatError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise FileFormatError(f"{path} is a damaged .npy file ({exc}); expected {KIND}") from None
 
 
 def _from_npy(path: Path, array: np.ndarray) -> Boundary:
