@@ -104,8 +104,8 @@ class YuNetDetector(nn.Module):
         self.heads = nn.ModuleDict({kind: nn.ModuleList(DPUnit(_WIDTH, ch, relu=False)
                                                         for _ in STRIDES)
                                     for kind, ch in _HEADS})
-        # Channels-last weights and activations: PyTorch's CPU depthwise convs run about 3x
-        # faster that way (640x640, one thread: ~38 -> ~13 ms); the results are the same.
+        # Channels-last weights and activations: PyTorch's CPU depthwise convs run several
+        # times faster that way (bench/faces.py measures it); the results are the same.
         self.to(memory_format=torch.channels_last)
 
     @classmethod
@@ -165,8 +165,8 @@ class YuNetDetector(nn.Module):
         are dropped; of boxes overlapping by more than ``nms_threshold`` (intersection over
         union) the higher-scoring one is kept; at most ``max_faces`` per image. The network
         sees ``batch_size`` images at a time: 1 is fastest on a CPU, where one image's
-        activations stay in cache (640 px, one thread: 14 ms per image alone, 27-44 ms in batches
-        of 4-8); raise it on a GPU. Results are on this module's device.
+        activations stay in cache (bench/faces.py); raise it on a GPU. Results are on this
+        module's device.
         """
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")

@@ -99,8 +99,8 @@ class SFaceEmbedder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         # bn1 -> dropout -> flatten -> pre_fc1 -> fc1 batch-norm, folded into one linear map.
         self.head = nn.Linear(ch * _FINAL_SIZE * _FINAL_SIZE, EMBED_DIM)
-        # Channels-last conv weights and activations: PyTorch's CPU convs run faster
-        # that way (batch 32 on 2 cores: ~17 -> ~10 ms per face); the results are the same.
+        # Channels-last conv weights and activations: PyTorch's CPU convs run faster that way
+        # (bench/faces.py measures it); the results are the same.
         self.to(memory_format=torch.channels_last)
 
     @classmethod
