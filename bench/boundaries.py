@@ -167,7 +167,7 @@ def sampling_throughput(n: int, batch: int, generator: str) -> list[dict[str, An
     import torch
 
     from facelatent.faces.analysis import STORE_ATTRIBUTES
-    from facelatent.latents.engine import SampleSettings, ShardJob, load_models, run_shard
+    from facelatent.latents.fill import SampleSettings, ShardJob, load_models, run_shard
     from facelatent.latents.sampling import latents_for_seeds
 
     settings = SampleSettings(generator, attributes=STORE_ATTRIBUTES, identity=("sface", "dlib"),

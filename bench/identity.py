@@ -154,8 +154,8 @@ def throughput(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
         build_shard,
         plan_classes,
     )
-    from facelatent.latents.engine import LocalEngine
-    from facelatent.latents.ray_engine import RayEngine
+    from facelatent.runs import LocalEngine
+    from facelatent.runs.ray import RayEngine
 
     ids, _ = ctx.fit(args, args.solvers[0], max(args.throughput_identities, 1))
     ids = ids.select(np.sort(ids.seeds)[: args.throughput_identities])

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from facelatent.cli import main
-from facelatent.latents.engine import SampleSettings, sample_to_store
+from facelatent.latents.fill import SampleSettings, sample_to_store
 
 TINY = "mobilestylegan-tiny"
 pytestmark = pytest.mark.usefixtures("one_thread")

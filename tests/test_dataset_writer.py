@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from facelatent.datasets import DatasetSettings, build_dataset, build_shard
+from facelatent.datasets import DatasetSettings, build_dataset
 from facelatent.errors import FacelatentError
 from facelatent.faces.align import FixedGeometryDetector
 from facelatent.faces.analysis import FaceAnalyzer, random_face_loaders
@@ -255,7 +255,7 @@ def test_bad_settings_are_refused() -> None:
 
 def test_local_engine_and_ray_write_the_same_files(tmp_path: Path, tiny_models: Models) -> None:
     pytest.importorskip("ray")
-    from facelatent.latents.ray_engine import RayEngine  # moves to facelatent.runs.ray
+    from facelatent.runs.ray import RayEngine
 
     ids = make_identities()
     build_dataset(tmp_path / "local", ids, SETTINGS, engine=LocalEngine(tiny_models))

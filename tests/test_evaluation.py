@@ -32,7 +32,8 @@ from facelatent.evaluation import (
 from facelatent.faces import analysis
 from facelatent.faces.analysis import random_face_loaders
 from facelatent.generators import get_generator
-from facelatent.latents.engine import Models, SampleSettings, sample_to_store
+from facelatent.latents.fill import SampleSettings, sample_to_store
+from facelatent.runs import Models
 from facelatent.latents.store import LatentStore
 
 TINY = "mobilestylegan-tiny"

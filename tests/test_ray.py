@@ -1,4 +1,4 @@
-"""Tests of facelatent.latents.ray_engine (RayEngine) and `facelatent sample --engine ray`.
+"""Tests of facelatent.runs.ray (RayEngine) and `facelatent sample --engine ray`.
 
 One local Ray with two CPUs serves the whole module; each test starts its own two workers on
 it. Workers unpickle the functions and classes defined here by reference, as they would a
@@ -20,17 +20,12 @@ from facelatent.cli import main
 from facelatent.errors import FacelatentError
 from facelatent.faces.analysis import FaceAnalyzer, random_face_loaders
 from facelatent.generators import get_generator, z_from_seeds
-from facelatent.latents.engine import (
-    JobError,
-    LocalEngine,
-    Models,
-    SampleSettings,
-    sample_to_store,
-)
+from facelatent.latents.fill import SampleSettings, sample_to_store
 from facelatent.latents.store import LatentStore
+from facelatent.runs import JobError, LocalEngine, Models
 
 ray = pytest.importorskip("ray")
-from facelatent.latents.ray_engine import RayEngine  # noqa: E402
+from facelatent.runs.ray import RayEngine  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

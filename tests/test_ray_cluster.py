@@ -33,14 +33,14 @@ import pytest
 
 from facelatent.cli import main
 from facelatent.errors import FacelatentError
-from facelatent.latents.engine import sample_to_store
+from facelatent.latents.fill import sample_to_store
 from facelatent.latents.store import LatentStore
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")         # a dependency of Ray
 from test_ray import SCORED, TINY, assert_same_store, random_models
 
-from facelatent.latents.ray_engine import RayEngine
+from facelatent.runs.ray import RayEngine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,8 +147,8 @@ def run_driver(script: str, env: dict[str, str], *args: str) -> subprocess.Compl
 JOIN_AND_SAMPLE = """
     import sys
     from facelatent.cli import main
-    from facelatent.latents.engine import sample_to_store
-    from facelatent.latents.ray_engine import RayEngine
+    from facelatent.latents.fill import sample_to_store
+    from facelatent.runs.ray import RayEngine
     from test_ray import SCORED, random_models
     from test_ray_cluster import CLI_ARGS
 
@@ -188,7 +188,7 @@ def test_joining_a_cluster_with_token_auth_writes_the_local_engines_store(
 JOIN_ONLY = """
     import sys
     from facelatent.errors import FacelatentError
-    from facelatent.latents.ray_engine import RayEngine
+    from facelatent.runs.ray import RayEngine
     try:
         RayEngine(address=sys.argv[1], workers=1).close()
     except FacelatentError as exc:
@@ -283,7 +283,7 @@ def test_a_wrong_address_is_one_line_and_quick() -> None:
 
 
 def test_ray_failures_to_join_are_explained_in_one_line() -> None:
-    from facelatent.latents.ray_engine import _explain
+    from facelatent.runs.ray_join import _explain
 
     mismatch = RuntimeError("Version mismatch: The cluster was started with:\n    Ray: 2.9.0\n"
                             "    Python: 3.10.1\nThis process on node 10.0.0.1 was started "

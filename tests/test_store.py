@@ -1,4 +1,4 @@
-"""Tests of facelatent.latents.store (LatentStore), facelatent.latents.engine and
+"""Tests of facelatent.latents.store (LatentStore), facelatent.latents.fill and
 `facelatent sample`.
 
 Fast tests use the tiny random generator and, where faces are scored, random-weight face
@@ -24,8 +24,7 @@ from facelatent.cli import main
 from facelatent.errors import FacelatentError
 from facelatent.faces.analysis import DEFAULT_ATTRIBUTES, FaceAnalyzer, random_face_loaders
 from facelatent.generators import get_generator
-from facelatent.latents.engine import (
-    Models,
+from facelatent.latents.fill import (
     SampleSettings,
     ShardJob,
     plan_shards,
@@ -33,6 +32,7 @@ from facelatent.latents.engine import (
     sample_to_store,
 )
 from facelatent.latents.store import LatentStore, StoreMismatchError, StoreSpec
+from facelatent.runs import Models
 
 TINY = "mobilestylegan-tiny"
 UNSCORED = SampleSettings(TINY, device="cpu", batch=2)
@@ -272,7 +272,7 @@ def test_run_shard_is_pure_given_its_job(random_models: Models) -> None:
 
 
 def test_model_provenance_pins_every_face_model_used() -> None:
-    from facelatent.latents.engine import model_provenance
+    from facelatent.latents.fill import model_provenance
 
     prov = model_provenance(SampleSettings("mobilestylegan-ffhq", attributes=("age", "yaw"),
                                            identity=("sface",)))

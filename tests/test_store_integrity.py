@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from facelatent.cli import main
-from facelatent.latents.engine import SampleSettings, sample_to_store
+from facelatent.latents.fill import SampleSettings, sample_to_store
 from facelatent.latents.store import LatentStore, StoreCorruptError
 from facelatent.runs import LocalEngine
 

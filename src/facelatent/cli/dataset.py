@@ -10,7 +10,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 
 from facelatent.boundaries import boundaries_path
 from facelatent.cli.sample import ProgressBar, add_engine_arguments, engine_from_args

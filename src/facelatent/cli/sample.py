@@ -9,7 +9,7 @@ import sys
 from tqdm import tqdm
 
 from facelatent.faces.analysis import STORE_ATTRIBUTES
-from facelatent.latents.engine import SampleSettings, sample_to_store
+from facelatent.latents.fill import SampleSettings, sample_to_store
 from facelatent.latents.store import IDENTITY_MODELS
 from facelatent.runs import Engine, LocalEngine
 
@@ -92,7 +92,7 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
             raise ValueError("--address and --workers are options of the Ray engine; add "
                              "--engine ray, or drop them")
         return LocalEngine()
-    from facelatent.latents.ray_engine import RayEngine
+    from facelatent.runs.ray import RayEngine
 
     return RayEngine(address=args.address, workers=args.workers)
 

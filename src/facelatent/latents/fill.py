@@ -1,7 +1,7 @@
 """Filling a LatentStore: the plan (which seeds go in which shard), the work for one shard, and
 the call that creates, resumes, repairs or extends a store.
 
-    from facelatent.latents.engine import SampleSettings, sample_to_store
+    from facelatent.latents.fill import SampleSettings, sample_to_store
     report = sample_to_store("runs/ffhq", 20000, SampleSettings("mobilestylegan-ffhq"))
 
 The work is `run_shard(job)`: pure given its picklable `ShardJob` (seeds in, arrays out), with
@@ -34,16 +34,14 @@ from facelatent.faces.analysis import ATTRIBUTES, MODELS, resolve_attributes
 from facelatent.latents.sampling import latents_for_seeds
 from facelatent.latents.store import IDENTITY_MODELS, LatentStore, StoreSpec
 from facelatent.ranges import SEED_LIMIT
-from facelatent.runs.engine import Engine, JobError, LocalEngine, describe_job
+from facelatent.runs.engine import Engine, LocalEngine
 from facelatent.runs.models import Models
 from facelatent.runs.models import load_models as _load_models
 from facelatent.runs.sharded import Progress, ShardedRun, ShardWrite, now
 
 __all__ = ["DEFAULT_SHARD_SIZE", "SampleReport", "SampleSettings", "ShardJob", "ShardResult",
            "check_seed_range", "load_models", "model_provenance", "plan_shards", "run_shard",
-           "sample_to_store",
-           # moved to facelatent.runs; importable from here until every caller has moved
-           "Engine", "JobError", "LocalEngine", "Models", "describe_job"]
+           "sample_to_store"]
 
 DEFAULT_SHARD_SIZE = 256
 STAGES = ("generate", "score", "embed", "write")
@@ -317,13 +315,3 @@ def sample_to_store(path: str | Path, n: int, settings: SampleSettings, *, seed_
                         {k: stats.stage_seconds.get(k, 0.0) for k in STAGES},
                         repaired=len(damaged))
 
-
-def write_shards(store: LatentStore, results: Any, progress: Any = None) -> list[dict[str, float]]:
-    """Deprecated (the Ray engine's old `run`; removed when it moves to facelatent.runs)."""
-    timings = []
-    for job, result in results:
-        store.write_shard(job.index, result.arrays, info={"device": result.device})
-        timings.append(dict(result.seconds))
-        if progress is not None:
-            progress(len(job.seeds))
-    return timings
