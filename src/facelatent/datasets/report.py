@@ -134,7 +134,7 @@ def crop_grid_png(table: DatasetTable, identities: int = 8, images: int = 8) -> 
                 if not table.paths[r] or not file.is_relative_to(root):
                     raise ValueError(f"crop path {table.paths[r]!r} is not inside the dataset folder")
                 cells.append(load_rgb(file))
-            except ValueError:
+            except (ValueError, OSError):     # missing, unreadable or damaged: a grey cell
                 cells.append(128)
         cells.extend([255] * (images - rows.size))
     shape = next((c.shape for c in cells if isinstance(c, np.ndarray)), (112, 112, 3))
