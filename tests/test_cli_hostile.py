@@ -179,6 +179,36 @@ option_case("negative n", lambda tmp: ["sample", "--model", TINY, "--n", "-5", "
                                        str(tmp / "st")], "n")
 option_case("dataset from a missing folder", lambda tmp: [
     "dataset", "build", "--identities", str(tmp / "nope"), "--out", str(tmp / "d")], "nope")
+def identities(tmp: Path) -> Path:
+    from facelatent.boundaries import IdentityBoundaries
+
+    rng = np.random.default_rng(0)
+    normals = rng.standard_normal((3, 32)).astype(np.float32)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    ids = IdentityBoundaries(np.array([1, 2, 3]), normals, np.zeros(3, np.float32),
+                             rng.standard_normal((3, 32)).astype(np.float32),
+                             provenance={"generator": TINY})
+    ids.save(tmp / "ids")
+    return tmp / "ids"
+
+
+option_case("identities-max -1", lambda tmp: [
+    "dataset", "build", "--identities", str(identities(tmp)), "--identities-max", "-1",
+    "--out", str(tmp / "d")], "--identities-max")
+option_case("typo in the dataset's generator", lambda tmp: [
+    "dataset", "build", "--identities", str(identities(tmp)), "--model", "mobilestylegan-tyni",
+    "--out", str(tmp / "d")], "did you mean")
+
+
+def damaged_parquet(tmp: Path) -> list[str]:
+    (tmp / "d").mkdir()
+    (tmp / "d" / "dataset.json").write_text(json.dumps({"format": "facelatent.synthetic-dataset",
+                                                        "format_version": 2}))
+    (tmp / "d" / "metadata.parquet").write_bytes(b"PAR1 not really")
+    return ["dataset", "report", str(tmp / "d")]
+
+
+option_case("dataset with a damaged parquet", damaged_parquet, "metadata.parquet")
 option_case("report on a text file", lambda tmp: (
     (tmp / "d").mkdir(), (tmp / "d" / "dataset.json").write_text("[]"),
     ["dataset", "report", str(tmp / "d")])[-1], "dataset.json")
