@@ -370,7 +370,9 @@ class LatentStore:
             value = np.asarray(self._group[name][rows.start:rows.stop]).astype(dtype, copy=False)
         except Exception as exc:  # zarr raises ValueError on a bad checksum, codec errors else
             empty = np.empty((0, *row_shape), dtype)
-            return empty, ShardProblem(index, rows, name, f"cannot be read ({exc})")
+            reason = ("fails its crc32c checksum (its chunk file was changed)"
+                      if "checksum" in str(exc) else f"cannot be read ({exc})")
+            return empty, ShardProblem(index, rows, name, reason)
         digests = record.get("sha256")
         if digests is not None:
             if array_digests({name: value})[name] != digests.get(name):
