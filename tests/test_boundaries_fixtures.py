@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import shared_file
 from facelatent.boundaries import condition, condition_boundary, correlation_matrix, load_boundary
 from facelatent.cli import main
 
@@ -23,8 +24,12 @@ ATTRIBUTES = ("pose", "smile", "age", "gender", "eyeglasses", "quality")
 PAPER_PGGAN = {("age", "gender"): 0.486, ("age", "eyeglasses"): 0.378, ("gender", "eyeglasses"): 0.523}
 
 
+@pytest.fixture(autouse=True)
+def fixtures_beside_the_checkout() -> None:
+    shared_file("fixtures/interfacegan_boundaries")    # skips in a clone without ../shared
+
+
 def test_fixtures_are_there() -> None:
-    assert FIXTURES.is_dir(), f"missing {FIXTURES}: the shared fixtures must lie beside the repo"
     assert len(CONDITIONAL) == 13
     assert len(list(FIXTURES.glob("*.npy"))) == 39
 

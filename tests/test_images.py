@@ -18,12 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import shared_file
 from facelatent.errors import FileFormatError
 from facelatent.images import (
     MAX_PIXELS, check_image_list, check_images, from_uint8, load_rgb, to_uint8,
 )
 
-FACE = Path(__file__).resolve().parents[2] / "shared/fixtures/glasses_photos/without_glasses/0.jpg"
+FACE = "fixtures/glasses_photos/without_glasses/0.jpg"     # in ../shared
 
 
 def write_png(path: Path, width: int, height: int, row: Callable[[int], bytes], depth: int = 8,
@@ -46,7 +47,7 @@ def write_png(path: Path, width: int, height: int, row: Callable[[int], bytes], 
 @pytest.fixture(scope="module")
 def face() -> np.ndarray:
     """A real face photo, [H, W, 3] uint8."""
-    return np.asarray(Image.open(FACE).convert("RGB"))
+    return np.asarray(Image.open(shared_file(FACE)).convert("RGB"))
 
 
 def grey_of(face: np.ndarray) -> np.ndarray:
