@@ -295,8 +295,8 @@ def sample_to_store(path: str | Path, n: int, settings: SampleSettings, *, seed_
         store.record_run({"command": command, "started": now(), "n": n, "engine": engine.name,
                           "device": str(settings.device), "batch": settings.batch,
                           "repaired": sorted(damaged), "facelatent_version": __version__})
-        jobs = (ShardJob(i, tuple(range(seed_start + store.shard_rows(i).start,
-                                        seed_start + store.shard_rows(i).stop)), settings)
+        # Made one at a time as the engine asks: no list of every seed is ever built.
+        jobs = (ShardJob(i, tuple(seed_start + r for r in store.shard_rows(i)), settings)
                 for i in todo)
         work: Callable[..., ShardResult] = run_shard
         per_shard = progress
