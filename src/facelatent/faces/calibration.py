@@ -1,0 +1,425 @@
+"""Same person or not: each recogniser's threshold, calibrated on LFW through facelatent's own
+pipeline, and the LFW verification that measures it.
+
+Two faces are the same person when the cosine of their unit embeddings is above the
+recogniser's :data:`SAME_PERSON_THRESHOLD`; identity is reported as the fraction of faces above
+it beside the mean cosine (:func:`identity_report`), never by a rule of thumb.
+
+The measurement (:func:`verify_lfw`, ``facelatent verify lfw``) follows LFW's View 2 protocol:
+
+1. Read ``pairs.txt`` (:func:`parse_pairs`): 10 folds of 300 same-person and 300
+   different-person pairs.
+2. Embed every image once, as any photo is embedded (:class:`FaceAnalyzer`: YuNet, 68
+   landmarks, the recogniser's own alignment); both recognisers share one detection.
+3. Cosine per pair; NaN where either face was not found.
+4. For each fold, choose the threshold that maximises accuracy on the other folds
+   (:func:`best_threshold`) and report accuracy on the held-out one (:func:`cross_validate`).
+   A pair with NaN is wrong at every threshold: it counts as a failure, never dropped.
+5. The threshold chosen on all folds is the one the library keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facelatent.faces.analysis import FaceAnalyzer
+from facelatent.faces.registry import IDENTITY_MODELS, MODELS
+from facelatent.images import from_uint8, load_rgb
+from facelatent.io import load_npz, save_npz
+
+__all__ = ["SAME_PERSON_THRESHOLD", "LfwPairs", "VerificationResult", "best_threshold",
+           "cross_validate", "embed_files", "find_lfw", "identity_report", "pair_accuracy",
+           "parse_pairs", "same_person", "verify_lfw"]
+
+# Cosine above which two faces are the same person: the threshold that maximises accuracy on all
+# 6,000 LFW View 2 pairs, measured with
+#   facelatent verify lfw --lfw ../shared/datasets/lfw --model both
+# (10-fold accuracy: sface 99.xx +- x.xx %, dlib 99.xx +- x.xx %; see the module docstring).
+SAME_PERSON_THRESHOLD: dict[str, float] = {"sface": 0.31, "dlib": 0.91}
+
+CACHE_FORMAT = "facelatent.lfw_embeddings"
+ProgressFn = Callable[[int, int], None]     # (images done, images to do)
+
+
+# -- same person -------------------------------------------------------------------------------
+
+def _threshold(model: str) -> float:
+    if model not in SAME_PERSON_THRESHOLD:
+        raise ValueError(f"model must be one of {', '.join(map(repr, SAME_PERSON_THRESHOLD))} "
+                         f"(a recogniser with a calibrated threshold), got {model!r}")
+    return SAME_PERSON_THRESHOLD[model]
+
+
+def _as_numpy(values: Tensor | np.ndarray | Sequence[float] | float, name: str) -> np.ndarray:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().double().numpy()
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numbers (a float, an array or a tensor of cosines), "
+                         f"got {type(values).__name__}") from None
+
+
+def same_person(cosine: Tensor | np.ndarray | Sequence[float] | float,
+                model: str) -> np.ndarray:
+    """Whether each cosine (of two unit embeddings from ``model``, "sface" or "dlib") is above
+    the recogniser's calibrated :data:`SAME_PERSON_THRESHOLD`: a bool array of ``cosine``'s
+    shape. NaN (no face found) is never the same person."""
+    threshold = _threshold(model)
+    return _as_numpy(cosine, "cosine") > threshold
+
+
+def identity_report(cosines: Tensor | np.ndarray | Sequence[float],
+                    model: str) -> dict[str, float]:
+    """How well identity is kept over ``cosines`` ``[N]`` (each face against its reference,
+    embedded by ``model``).
+
+    Returns ``{"mean_cosine", "fraction_same", "threshold"}``: the mean over faces that were
+    found (NaN if none was), the fraction of all ``N`` faces above the threshold (a face not
+    found, NaN, counts as not the same person), and the threshold used.
+    """
+    values = _as_numpy(cosines, "cosines").reshape(-1)
+    threshold = _threshold(model)
+    if values.size == 0:
+        raise ValueError("cosines is empty; pass at least one cosine")
+    found = ~np.isnan(values)
+    mean = float(values[found].mean()) if found.any() else float("nan")
+    return {"mean_cosine": mean, "fraction_same": float((values > threshold).mean()),
+            "threshold": threshold}
+
+
+# -- the protocol ------------------------------------------------------------------------------
+
+def _check_scores(cosines: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c = np.asarray(cosines, dtype=np.float64).reshape(-1)
+    y = np.asarray(same).reshape(-1)
+    if y.dtype != np.bool_:
+        raise ValueError(f"same must be a bool array (True for same-person pairs), got dtype "
+                         f"{y.dtype}")
+    if c.shape != y.shape:
+        raise ValueError(f"cosines has {c.size} values but same has {y.size}; pass one label "
+                         "per pair")
+    return c, y
+
+
+def pair_accuracy(cosines: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    """Fraction of pairs ``[P]`` classified right by ``cosine > threshold``; a pair whose
+    cosine is NaN (a face not found) is wrong."""
+    c, y = _check_scores(cosines, same)
+    if c.size == 0:
+        raise ValueError("no pairs to score; pass at least one cosine")
+    right = ((c > threshold) == y) & ~np.isnan(c)
+    return float(right.mean())
+
+
+def best_threshold(cosines: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """The threshold that maximises :func:`pair_accuracy` on ``cosines`` ``[P]`` with labels
+    ``same`` ``[P]`` (bool), and that accuracy.
+
+    Candidates are the midpoints between consecutive distinct cosines and one value outside
+    each end, so a threshold never sits on a measured cosine. Among equally accurate candidates
+    the middle one is taken. NaN pairs are wrong at every threshold (they lower the accuracy but
+    cannot move the threshold); with no finite cosine the threshold is NaN.
+    """
+    c, y = _check_scores(cosines, same)
+    if c.size == 0:
+        raise ValueError("no pairs to choose a threshold on; pass at least one cosine")
+    valid = ~np.isnan(c)
+    if not valid.any():
+        return float("nan"), 0.0
+    order = np.argsort(c[valid], kind="stable")
+    s, labels = c[valid][order], y[valid][order]
+    n = s.size
+    # Cut k calls s[k:] the same person: right are the different pairs below plus the same above.
+    different_below = np.concatenate([[0], np.cumsum(~labels)])
+    same_above = labels.sum() - np.concatenate([[0], np.cumsum(labels)])
+    right = different_below + same_above
+    cut_ok = np.ones(n + 1, dtype=bool)
+    cut_ok[1:n] = s[1:] > s[:-1]                   # never cut between equal cosines
+    right = np.where(cut_ok, right, -1)
+    ties = np.flatnonzero(right == right.max())
+    k = int(ties[len(ties) // 2])
+    if k == 0:
+        threshold = float(np.nextafter(s[0], -np.inf))
+    elif k == n:
+        threshold = float(s[-1])
+    else:
+        threshold = float((s[k - 1] + s[k]) / 2)
+    return threshold, float(right[k] / c.size)
+
+
+def cross_validate(cosines: np.ndarray, same: np.ndarray, fold: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LFW's protocol on pairs ``[P]`` with fold numbers ``fold`` ``[P]``: for each fold, the
+    threshold chosen (:func:`best_threshold`) on the other folds and the accuracy on this one.
+
+    Returns ``(folds [F], thresholds [F], accuracies [F])``, folds in ascending order. With a
+    single fold there is nothing to hold out: its threshold is chosen on itself (optimistic).
+    """
+    c, y = _check_scores(cosines, same)
+    f = np.asarray(fold).reshape(-1)
+    if f.shape != c.shape:
+        raise ValueError(f"fold has {f.size} values but cosines has {c.size}; pass one fold "
+                         "number per pair")
+    folds = np.unique(f)
+    thresholds = np.empty(len(folds))
+    accuracies = np.empty(len(folds))
+    for i, k in enumerate(folds):
+        test = f == k
+        train = ~test if len(folds) > 1 else test
+        thresholds[i], _ = best_threshold(c[train], y[train])
+        accuracies[i] = pair_accuracy(c[test], y[test], thresholds[i])
+    return folds, thresholds, accuracies
+
+
+# -- pairs.txt ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LfwPairs:
+    """LFW's verification pairs: image paths relative to the image folder
+    (``"Name/Name_0001.jpg"``)."""
+
+    first: tuple[str, ...]     # [P]
+    second: tuple[str, ...]    # [P]
+    same: np.ndarray           # [P] bool, True for same-person pairs
+    fold: np.ndarray           # [P] int, 1-based fold number
+
+    @property
+    def folds(self) -> int:
+        """How many folds the file has (10 for View 2)."""
+        return int(self.fold.max()) if self.fold.size else 0
+
+    def images(self) -> list[str]:
+        """Every image named by a pair, once, sorted."""
+        return sorted(set(self.first) | set(self.second))
+
+    def select(self, folds: Sequence[int]) -> LfwPairs:
+        """The pairs of ``folds`` (1-based numbers), in file order."""
+        wanted = sorted({int(k) for k in folds})
+        bad = [k for k in wanted if not 1 <= k <= self.folds]
+        if bad or not wanted:
+            raise ValueError(f"folds must be numbers from 1 to {self.folds}, got "
+                             f"{list(folds)}; e.g. 1-{self.folds} or 1,2")
+        keep = np.flatnonzero(np.isin(self.fold, wanted))
+        return LfwPairs(tuple(self.first[i] for i in keep), tuple(self.second[i] for i in keep),
+                        self.same[keep], self.fold[keep])
+
+
+def _image(name: str, number: str, where: str) -> str:
+    if not number.isdigit() or int(number) < 1:
+        raise ValueError(f"{where}: image number {number!r} is not a positive integer")
+    return f"{name}/{name}_{int(number):04d}.jpg"
+
+
+def parse_pairs(path: str | Path) -> LfwPairs:
+    """Read LFW's ``pairs.txt``: a header ``"<folds> <n>"``, then per fold ``n`` lines
+    ``name n1 n2`` (same person) followed by ``n`` lines ``name1 n1 name2 n2`` (different).
+    Fields are separated by tabs or spaces. ValueError naming the line for anything else."""
+    path = Path(path)
+    lines = [ln.split() for ln in path.read_text(encoding="utf-8").splitlines()]
+    lines = [fields for fields in lines if fields]
+    header = lines[0] if lines else []
+    if len(header) != 2 or not all(v.isdigit() and int(v) > 0 for v in header):
+        raise ValueError(f"{path}: line 1 must give the number of folds and of pairs per kind "
+                         f"(e.g. '10 300'), got {' '.join(header)!r}; is this LFW's pairs.txt?")
+    folds, per_kind = int(header[0]), int(header[1])
+    expected = 1 + folds * 2 * per_kind
+    if len(lines) != expected:
+        raise ValueError(f"{path}: the header promises {folds} folds x {2 * per_kind} pairs "
+                         f"({expected} lines with the header) but the file has {len(lines)}")
+    first, second, same, fold = [], [], [], []
+    for i, fields in enumerate(lines[1:]):
+        where = f"{path}: pair line {i + 1}"
+        k, within = divmod(i, 2 * per_kind)
+        is_same = within < per_kind
+        if is_same and len(fields) == 3:
+            a, b = _image(fields[0], fields[1], where), _image(fields[0], fields[2], where)
+        elif not is_same and len(fields) == 4:
+            a, b = _image(fields[0], fields[1], where), _image(fields[2], fields[3], where)
+        else:
+            kind = "'name n1 n2' (same person)" if is_same else "'name1 n1 name2 n2' (different)"
+            raise ValueError(f"{where} must be {kind} in fold {k + 1}, got {' '.join(fields)!r}")
+        first.append(a)
+        second.append(b)
+        same.append(is_same)
+        fold.append(k + 1)
+    return LfwPairs(tuple(first), tuple(second), np.array(same, dtype=bool),
+                    np.array(fold, dtype=np.int64))
+
+
+def find_lfw(lfw: str | Path) -> tuple[Path, Path]:
+    """``(pairs.txt, image folder)`` of an LFW folder: ``lfw/pairs.txt`` and the folder, ``lfw``
+    itself or one folder below (e.g. ``deepfunneled250/``), that holds ``Name/Name_0001.jpg``."""
+    root = Path(lfw)
+    pairs = root / "pairs.txt"
+    if not pairs.is_file():
+        raise ValueError(f"lfw: no pairs.txt in {root}; pass the LFW folder that holds pairs.txt "
+                         "and the image folders (e.g. ../shared/datasets/lfw)")
+    probe = parse_pairs(pairs).first[0]
+    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
+    for folder in candidates:
+        if (folder / probe).is_file():
+            return pairs, folder
+    raise ValueError(f"lfw: no folder in {root} (or one level below) holds {probe}; pass the "
+                     "LFW folder whose images sit as Name/Name_0001.jpg")
+
+
+# -- embedding ---------------------------------------------------------------------------------
+
+def embed_files(paths: Sequence[str | Path], models: Sequence[str], *,
+                analyzer: FaceAnalyzer | None = None, batch_size: int = 32,
+                progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
+    """Embed photo files as any photo is embedded: ``{model: [M, 128] float32}``, unit rows,
+    NaN rows where no face was found. Each batch of ``batch_size`` files is detected once and
+    embedded by every model in ``models``. ``progress(done, total)`` after each batch.
+    A file that cannot be read raises (FileFormatError or FileNotFoundError, naming it)."""
+    bad = [m for m in models if m not in IDENTITY_MODELS]
+    if bad or not models:
+        raise ValueError(f"models must name recognisers from {', '.join(IDENTITY_MODELS)}, got "
+                         f"{list(models)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    analyzer = analyzer or FaceAnalyzer(batch_size=batch_size)
+    out = {m: np.full((len(paths), 128), np.nan, dtype=np.float32) for m in models}
+    for start in range(0, len(paths), batch_size):
+        photos = [from_uint8(load_rgb(p)[None])[0] for p in paths[start:start + batch_size]]
+        # Photos of one size go as one batch tensor: the recognisers then run once per batch.
+        same_size = len({tuple(p.shape) for p in photos}) == 1
+        batch: Tensor | list[Tensor] = torch.stack(photos) if same_size else photos
+        geometry = analyzer.locate(batch)
+        for m in models:
+            rows = analyzer.embed(batch, m, geometry=geometry)
+            out[m][start:start + len(photos)] = rows.cpu().numpy()
+        if progress is not None:
+            progress(min(start + batch_size, len(paths)), len(paths))
+    return out
+
+
+def _fingerprint(model: str) -> str:
+    """What a cached embedding depends on: facelatent's version and the model files' hashes."""
+    from facelatent import __version__
+    from facelatent.weights import MANIFEST
+
+    digest = hashlib.sha256(__version__.encode())
+    for name in ("yunet", "landmarks68", model):
+        for member in MANIFEST[MODELS[name].asset].members:
+            digest.update(member.sha256.encode())
+    return digest.hexdigest()
+
+
+def _cached_embeddings(cache: Path | None, model: str, wanted: list[str]) -> np.ndarray | None:
+    """The cached ``[M, 128]`` rows of ``wanted`` for ``model``, or None when the cache lacks
+    one of them or was made by other code or model files (it is then made again)."""
+    path = None if cache is None else cache / f"lfw-{model}.npz"
+    if path is None or not path.is_file():
+        return None
+    held = load_npz(path, format=CACHE_FORMAT, max_version=1, kind="an LFW embeddings cache")
+    if str(held.get("fingerprint")) != _fingerprint(model):
+        return None
+    index = {p: i for i, p in enumerate(held["paths"].tolist())}
+    if any(p not in index for p in wanted):
+        return None
+    return held["embeddings"][[index[p] for p in wanted]]
+
+
+# -- the measurement ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """One recogniser on LFW: per held-out fold the threshold chosen on the other folds and
+    the accuracy; the threshold chosen on all of them; mean cosines; failures."""
+
+    model: str
+    folds: tuple[int, ...]           # [F] fold numbers, ascending
+    thresholds: tuple[float, ...]    # [F] chosen on the other folds
+    accuracies: tuple[float, ...]    # [F] on the held-out fold, in [0, 1]
+    threshold: float                 # chosen on every pair of `folds` (what the library keeps)
+    genuine_mean: float              # mean cosine of same-person pairs with both faces found
+    impostor_mean: float             # the same for different-person pairs
+    pairs: int
+    pairs_failed: int                # pairs with a face not found (counted wrong)
+    images: int
+    faces_not_found: int             # images in which no face was found
+    seconds: float                   # embedding and protocol, shared detection included
+    cached: bool                     # the embeddings came from the cache
+
+    @property
+    def accuracy_mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def accuracy_std(self) -> float:
+        """Standard deviation over folds (population, ddof=0, as LFW results are usually given)."""
+        return float(np.std(self.accuracies))
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain fields plus ``accuracy_mean`` and ``accuracy_std``, for JSON."""
+        return {**asdict(self), "accuracy_mean": self.accuracy_mean,
+                "accuracy_std": self.accuracy_std}
+
+
+def verify_lfw(lfw: str | Path, models: Sequence[str] = ("sface", "dlib"), *,
+               folds: Sequence[int] | None = None, cache: str | Path | None = None,
+               analyzer: FaceAnalyzer | None = None, device: str = "cpu", batch_size: int = 32,
+               progress: ProgressFn | None = None) -> dict[str, VerificationResult]:
+    """LFW verification of each recogniser in ``models`` through facelatent's own pipeline.
+
+    ``lfw``: the folder with ``pairs.txt`` and the images (:func:`find_lfw`). ``folds``: the
+    1-based folds to use (default all ten); each is held out in turn against the others
+    (:func:`cross_validate`). ``cache``: a folder where ``lfw-<model>.npz`` keeps the
+    embeddings, so a re-run embeds nothing; it is rewritten when facelatent or a model file
+    changes. ``analyzer``: reuse loaded models (default: a new one on ``device``).
+    ``progress(done, total)``: images embedded so far. Returns ``{model: VerificationResult}``.
+    """
+    pairs_file, images_dir = find_lfw(lfw)
+    pairs = parse_pairs(pairs_file)
+    pairs = pairs.select(folds if folds is not None else range(1, pairs.folds + 1))
+    names = pairs.images()
+    missing = [n for n in names if not (images_dir / n).is_file()]
+    if missing:
+        raise ValueError(f"lfw: {len(missing)} of the {len(names)} images the pairs name are "
+                         f"missing from {images_dir} (first: {missing[0]}); pass a complete LFW")
+    cache_dir = None if cache is None else Path(cache)
+    start = time.perf_counter()
+    embeddings = {m: _cached_embeddings(cache_dir, m, names) for m in models}
+    todo = [m for m in models if embeddings[m] is None]
+    if todo:
+        made = embed_files([images_dir / n for n in names], todo, batch_size=batch_size,
+                           analyzer=analyzer or FaceAnalyzer(device, batch_size),
+                           progress=progress)
+        for m in todo:
+            embeddings[m] = made[m]
+            if cache_dir is not None:
+                save_npz(cache_dir / f"lfw-{m}.npz", {
+                    "paths": np.array(names), "embeddings": made[m],
+                    "fingerprint": np.str_(_fingerprint(m))}, format=CACHE_FORMAT)
+    seconds = time.perf_counter() - start
+    row = {n: i for i, n in enumerate(names)}
+    a = np.array([row[n] for n in pairs.first])
+    b = np.array([row[n] for n in pairs.second])
+    results = {}
+    for m in models:
+        e = embeddings[m].astype(np.float64)
+        # Unit rows: the dot product is the cosine; NaN rows (no face) give NaN.
+        cosines = (e[a] * e[b]).sum(axis=1)
+        fold_ids, thresholds, accuracies = cross_validate(cosines, pairs.same, pairs.fold)
+        threshold, _ = best_threshold(cosines, pairs.same)
+        found = ~np.isnan(cosines)
+        results[m] = VerificationResult(
+            model=m, folds=tuple(int(k) for k in fold_ids),
+            thresholds=tuple(map(float, thresholds)), accuracies=tuple(map(float, accuracies)),
+            threshold=threshold,
+            genuine_mean=float(cosines[found & pairs.same].mean()),
+            impostor_mean=float(cosines[found & ~pairs.same].mean()),
+            pairs=len(cosines), pairs_failed=int((~found).sum()), images=len(names),
+            faces_not_found=int(np.isnan(e[:, 0]).sum()), seconds=seconds,
+            cached=m not in todo)
+    return results
