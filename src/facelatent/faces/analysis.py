@@ -60,6 +60,7 @@ class FaceGeometry:
     detection_score: Tensor | None = None  # [N] YuNet's confidence (photos only)
     generated: bool = False
     extra: dict[str, Tensor] = field(default_factory=dict)
+    detection_boxes: Tensor | None = None  # [N, 4] YuNet's box (x0, y0, x1, y1), photos only
 
     def select(self, idx: Tensor) -> FaceGeometry:
         """The rows ``idx`` (a LongTensor) of every field."""
@@ -67,7 +68,7 @@ class FaceGeometry:
             return None if t is None else t[idx]
         return FaceGeometry(self.found[idx], self.boxes[idx], self.points5[idx],
                             self.align68[idx], pick(self.points68), pick(self.detection_score),
-                            self.generated)
+                            self.generated, detection_boxes=pick(self.detection_boxes))
 
 
 def _check_images(images: object, generated: bool = False) -> list[Tensor] | Tensor:
@@ -151,32 +152,64 @@ class FaceAnalyzer:
             if landmarks:
                 geom.points68 = self._landmarks(items, geom.boxes)
             return geom
-        return self._locate_photos(items)
+        return self._locate_photos(items)[0]
 
-    def _locate_photos(self, items: list[Tensor] | Tensor) -> FaceGeometry:
+    def locate_faces(self, images: Images) -> tuple[FaceGeometry, Tensor]:
+        """Every face YuNet finds in each photo, ordered left to right within a photo.
+
+        ``images``: photos, float RGB in [-1, 1] (a list of ``[3, H, W]`` or ``[N, 3, H, W]``).
+        Returns ``(geometry, image_index)``: one geometry row per face found (F rows, all
+        ``found``), with ``detection_boxes`` and ``detection_score``, and ``image_index [F]``
+        (long) the photo each face is in. Faces of one photo are sorted by the x of their box
+        centre, so the k-th row of a photo is face ``k`` everywhere (``score --all-faces``,
+        :func:`facelatent.faces.align.align_photo_faces`). A photo without a face has no rows.
+        Faces narrower than about 1/32 of the photo's longer side (20 px at YuNet's 640 px
+        input) may be missed, and under 1/70 are (:func:`facelatent.faces.files.score_files`).
+        """
+        return self._locate_photos(_check_images(images), every_face=True)
+
+    def _locate_photos(self, items: list[Tensor] | Tensor, every_face: bool = False,
+                       ) -> tuple[FaceGeometry, Tensor]:
+        """Geometry of the largest face per photo (``every_face`` False: one row per photo,
+        NaN where none) or of every face (rows only for faces found), and each row's photo."""
         images = [im.to(self.device) for im in items]
         detector = self.model("yunet")
         with torch.no_grad():
             detections = detector.detect(images)
-        n = len(images)
+        owners: list[int] = []
+        picks: list[int | None] = []
+        for i, det in enumerate(detections):
+            if every_face:
+                centre_x = (det.boxes[:, 0] + det.boxes[:, 2]) / 2
+                order = torch.argsort(centre_x.cpu(), stable=True).tolist()
+                owners += [i] * len(order)
+                picks += order
+            else:
+                # One face per photo: the largest of the confident ones (detect() already
+                # applied the score threshold).
+                area = (det.boxes[:, 2:] - det.boxes[:, :2]).clamp(min=0).prod(dim=1)
+                owners.append(i)
+                picks.append(int(area.argmax()) if len(det) else None)
+        n = len(owners)
         nan = float("nan")
         points5 = torch.full((n, 5, 2), nan, device=self.device)
         boxes = torch.full((n, 4), nan, device=self.device)
+        det_boxes = torch.full((n, 4), nan, device=self.device)
         points68 = torch.full((n, 68, 2), nan, device=self.device)
         det_score = torch.zeros(n, device=self.device)
         found = torch.zeros(n, dtype=torch.bool, device=self.device)
-        for i, det in enumerate(detections):
-            if len(det) == 0:
+        for row, (i, j) in enumerate(zip(owners, picks)):
+            if j is None:
                 continue
-            # One face per photo: the largest of the confident ones (detect() already applied
-            # the score threshold).
-            area = (det.boxes[:, 2:] - det.boxes[:, :2]).clamp(min=0).prod(dim=1)
-            j = int(area.argmax())
-            found[i], det_score[i], points5[i] = True, det.scores[j], det.points[j]
-            boxes[i] = align.landmark_box_from_detection(det.boxes[j:j + 1])[0]
-            points68[i] = self._landmarks(images[i][None], boxes[i:i + 1])[0]
-        return FaceGeometry(found=found, boxes=boxes, points5=points5, align68=points68,
-                            points68=points68, detection_score=det_score)
+            det = detections[i]
+            found[row], det_score[row], points5[row] = True, det.scores[j], det.points[j]
+            det_boxes[row] = det.boxes[j]
+            boxes[row] = align.landmark_box_from_detection(det.boxes[j:j + 1])[0]
+            points68[row] = self._landmarks(images[i][None], boxes[row:row + 1])[0]
+        geom = FaceGeometry(found=found, boxes=boxes, points5=points5, align68=points68,
+                            points68=points68, detection_score=det_score,
+                            detection_boxes=det_boxes)
+        return geom, torch.tensor(owners, dtype=torch.long)
 
     def _landmarks(self, images: Tensor, boxes: Tensor) -> Tensor:
         net = self.model("landmarks68")

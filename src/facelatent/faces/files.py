@@ -2,7 +2,8 @@
 
 :func:`score_files` is what ``facelatent score`` runs. It never raises for one bad input: a
 missing, unreadable, empty, corrupt, oversized or too small file, or a folder it cannot list,
-becomes a row with an ``error`` string of one line, and the other inputs are scored.
+becomes a row with an ``error`` string of one line, and the other inputs are scored. With
+``all_faces`` a photo gives one row per face, left to right, each with its index and box.
 """
 
 from __future__ import annotations
@@ -54,17 +55,33 @@ def _walk_folder(top: Path) -> list[tuple[Path, str | None]]:
 def score_files(paths: Sequence[str | Path], names: Sequence[str] | str | None = None, *,
                 generated: bool = False, device: str | torch.device = "cpu",
                 batch_size: int = 32, identity: str | None = None, progress: bool = False,
-                analyzer: FaceAnalyzer | None = None) -> list[dict[str, object]]:
-    """Score image files: one dict per input, in order, never raising for a bad input.
+                analyzer: FaceAnalyzer | None = None,
+                all_faces: bool = False) -> list[dict[str, object]]:
+    """Score image files: one dict per input (per face with ``all_faces``), in input order,
+    never raising for a bad input.
 
     Each dict has ``path``, ``face`` (a face was found), the attribute scores as floats, with
-    ``identity`` the embedding as a list, and for photos ``detection_score``. An input that
-    could not be scored (missing, unreadable, empty or corrupt file, over the pixel cap, too
-    small, no face, not square with ``generated``) has an ``error`` string instead of scores.
-    ``analyzer``: reuse loaded models (default: a new :class:`FaceAnalyzer` on ``device`` with
-    ``batch_size``). ValueError only for arguments: no image files at all, unknown names.
+    ``identity`` the embedding as a list, and for photos ``detection_score`` (YuNet's, in
+    [0, 1]). By default a photo is scored on its largest face. With ``all_faces`` a photo gives
+    one row per face YuNet finds, sorted left to right by the centre of the box, each also with
+    ``face_index`` (0, 1, ... in that order: the ``face`` argument of
+    :func:`facelatent.faces.align.align_photo_faces`) and ``box`` ``[x0, y0, x1, y1]``
+    (YuNet's box in photo pixels, pixel centres at integers; it may reach past the edges).
+    Small faces: YuNet reads the photo scaled to 640 px on its longer side, and of LFW faces
+    pasted into a 1280 px photo it found every one at least 40 px wide (1/32 of the longer
+    side), none under 18 px (1/70), and some between; a photo whose faces are all too small
+    gives one row with "no face found" (tests/test_photos_faces.py).
+
+    An input that could not be scored (missing, unreadable, empty or corrupt file, over the
+    pixel cap, too small, no face, not square with ``generated``) has one row with an ``error``
+    string instead of scores. ``analyzer``: reuse loaded models (default: a new
+    :class:`FaceAnalyzer` on ``device`` with ``batch_size``). ValueError only for arguments: no
+    image files at all, unknown names, ``all_faces`` with ``generated``.
     """
     wanted = resolve_attributes(names)
+    if all_faces and generated:
+        raise ValueError("all_faces=True finds every face in photos, but generated=True reads "
+                         "one FFHQ-aligned face per image; drop one of them")
     files = expand_paths(paths)
     if not files:
         raise ValueError(f"no image files found in {', '.join(map(str, paths))}; expected files "
@@ -75,8 +92,11 @@ def score_files(paths: Sequence[str | Path], names: Sequence[str] | str | None =
     with tqdm(total=len(files), unit="img", desc="score", disable=not progress,
               file=sys.stderr) as bar:
         for part, loaded in _read_batches(files, generated, analyzer.batch_size):
-            _score_loaded(analyzer, part, loaded, wanted, generated, landmarks, identity)
-            rows.extend(part)
+            if all_faces:
+                rows.extend(_score_every_face(analyzer, part, loaded, wanted, identity))
+            else:
+                _score_loaded(analyzer, part, loaded, wanted, generated, landmarks, identity)
+                rows.extend(part)
             bar.update(len(part))
     return rows
 
@@ -147,3 +167,40 @@ def _score_loaded(analyzer: FaceAnalyzer, part: list[dict[str, object]],
             row.update({n: float(scores[n][j]) for n in wanted})
             if ids is not None:
                 row["identity"] = [float(v) for v in ids[j]]
+
+
+def _score_every_face(analyzer: FaceAnalyzer, part: list[dict[str, object]],
+                      loaded: list[tuple[int, Tensor]], wanted: tuple[str, ...],
+                      identity: str | None) -> list[dict[str, object]]:
+    """``part``'s rows in order, each photo's row replaced by one row per face it holds."""
+    photos = [im for _, im in loaded]
+    faces: dict[int, list[dict[str, object]]] = {}
+    if photos:
+        geom, owner = analyzer.locate_faces(photos)
+        # Each face row reads its own photo: the list repeats references, it copies nothing.
+        per_face = [photos[k] for k in owner.tolist()]
+        if per_face:
+            scores = analyzer.score(per_face, wanted, geometry=geom)
+            ids = analyzer.embed(per_face, identity, geometry=geom) if identity else None
+            assert geom.detection_boxes is not None and geom.detection_score is not None
+            for f, k in enumerate(owner.tolist()):
+                i = loaded[k][0]
+                mine = faces.setdefault(i, [])
+                row: dict[str, object] = {
+                    "path": part[i]["path"], "face": True, "face_index": len(mine),
+                    "box": [float(v) for v in geom.detection_boxes[f]],
+                    "detection_score": float(geom.detection_score[f])}
+                row.update({n: float(scores[n][f]) for n in wanted})
+                if ids is not None:
+                    row["identity"] = [float(v) for v in ids[f]]
+                mine.append(row)
+    out: list[dict[str, object]] = []
+    read = {i for i, _ in loaded}
+    for i, row in enumerate(part):
+        if i in faces:
+            out.extend(faces[i])
+        elif i in read:
+            out.append({**row, "face": False, "error": "no face found"})
+        else:
+            out.append(row)
+    return out
