@@ -26,17 +26,23 @@ All point sets are ``[N, K, 2]`` float (x, y) pixel coordinates with pixel centr
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The transform an alignment keeps and the way back live in photo_align (re-exported here).
+from facelatent.faces.photo_align import (FACE_ELLIPSE, FFHQTransform, align_photo_faces,
+                                          face_mask, paste_back)
 from facelatent.images import check_images
 
-__all__ = ["ARCFACE_CROP_SIZE", "ARCFACE_TEMPLATE_112", "DLIB_5POINT_TEMPLATE", "FFHQ_FACE_BOX",
-           "FFHQ_LANDMARKS68", "FixedGeometryDetector", "arcface5_from_landmarks68", "arcface_align",
-           "check_points", "chip_transform", "derive_ffhq_geometry", "dlib5_from_landmarks68",
-           "estimate_similarity", "ffhq_align", "ffhq_quad", "generated_face_boxes",
-           "generated_landmarks68", "landmark_box_from_detection"]
+__all__ = ["ARCFACE_CROP_SIZE", "ARCFACE_TEMPLATE_112", "DLIB_5POINT_TEMPLATE", "FACE_ELLIPSE",
+           "FFHQ_FACE_BOX", "FFHQ_LANDMARKS68", "FFHQTransform", "FixedGeometryDetector",
+           "align_photo_faces", "arcface5_from_landmarks68", "arcface_align", "check_points",
+           "chip_transform", "derive_ffhq_geometry", "dlib5_from_landmarks68",
+           "estimate_similarity", "face_mask", "ffhq_align", "ffhq_quad", "generated_face_boxes",
+           "generated_landmarks68", "landmark_box_from_detection", "paste_back"]
 
 # The box the 68-point net reads, from a YuNet box: scaled about its centre, then moved down by
 # a fraction of its height. Chosen on 43 photos (the test photos and the eyeglasses fixtures)
@@ -308,7 +314,14 @@ def ffhq_quad(points5: Tensor) -> Tensor:
     return torch.stack([c - x - y, c - x + y, c + x + y, c + x - y], dim=1)
 
 
-def ffhq_align(images: Tensor, points5: Tensor, size: int = 1024) -> Tensor:
+@overload
+def ffhq_align(images: Tensor, points5: Tensor, size: int = ...,
+               return_transform: Literal[False] = ...) -> Tensor: ...
+@overload
+def ffhq_align(images: Tensor, points5: Tensor, size: int = ...,
+               return_transform: Literal[True] = ...) -> tuple[Tensor, list[FFHQTransform]]: ...
+def ffhq_align(images: Tensor, points5: Tensor, size: int = 1024, return_transform: bool = False,
+               ) -> Tensor | tuple[Tensor, list[FFHQTransform]]:
     """Cut and rotate photos the way FFHQ was made: [N, 3, H, W], [N, 5, 2] -> [N, 3, size, size].
 
     ``images``: float RGB in [-1, 1]; ``points5``: YuNet's five points (eyes, nose tip, mouth
@@ -316,7 +329,9 @@ def ffhq_align(images: Tensor, points5: Tensor, size: int = 1024) -> Tensor:
     first shrunk by an integer factor with area averaging, so the result is not aliased. Parts of
     the square outside the photo are filled by mirroring the photo (FFHQ used a blurred mirror),
     which keeps the generator's prior on the background plausible for inversion.
-    Differentiable in images and points.
+    Differentiable in images and points. ``return_transform``: also return one
+    :class:`FFHQTransform` per face (the quad in the photo's own pixels), which
+    :func:`paste_back` inverts.
     """
     check_images(images, values=False)
     p = check_points(points5, "points5", 5, n=images.shape[0]).to(images.dtype)
@@ -332,7 +347,10 @@ def ffhq_align(images: Tensor, points5: Tensor, size: int = 1024) -> Tensor:
             image = F.avg_pool2d(image, shrink, ceil_mode=True)
             q = (q + 0.5) / shrink - 0.5
         out[i] = _sample_quad(image, q, size)[0]
-    return out
+    if not return_transform:
+        return out
+    photo_size = (int(images.shape[-1]), int(images.shape[-2]))
+    return out, [FFHQTransform.from_quad(q, size, photo_size) for q in quad]
 
 
 def _sample_quad(image: Tensor, quad: Tensor, size: int) -> Tensor:
