@@ -22,13 +22,12 @@ from facelatent.editing.apply import (
     edit_direction,
     edit_images,
     edit_latents,
-    edit_to_dir,
-    labelled_grid,
     resolve_sigma,
-    strength_label,
     strengths_array,
     synthesize,
 )
+from facelatent.editing.folder import edit_to_dir, labelled_grid, strength_label
+from facelatent.editing.start import EditStart, load_start
 from facelatent.editing.settings import (
     DEFAULT_GENERATOR,
     check_fits,
@@ -39,8 +38,8 @@ from facelatent.editing.settings import (
     store_settings,
 )
 
-__all__ = ["DEFAULT_GENERATOR", "EDIT_FORMAT", "MODES", "UNITS", "base_latents", "check_fits",
-           "distance_spread", "edit_direction", "edit_images", "edit_latents", "edit_to_dir",
-           "generator_settings", "labelled_grid", "load_edit_boundary", "resolve_sigma",
-           "sefa_layers", "sigma_for", "store_settings", "strength_label", "strengths_array",
-           "synthesize"]
+__all__ = ["DEFAULT_GENERATOR", "EDIT_FORMAT", "MODES", "UNITS", "EditStart", "base_latents",
+           "check_fits", "distance_spread", "edit_direction", "edit_images", "edit_latents",
+           "edit_to_dir", "generator_settings", "labelled_grid", "load_edit_boundary",
+           "load_start", "resolve_sigma", "sefa_layers", "sigma_for", "store_settings",
+           "strength_label", "strengths_array", "synthesize"]

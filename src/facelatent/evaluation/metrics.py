@@ -379,7 +379,7 @@ def write_evaluation(evaluation: EditEvaluation, out: str | Path,
     with thumbnails, `grid_<variant>.png` (faces x strengths) to `out`; returns the paths."""
     from PIL import Image
 
-    from facelatent.editing.apply import labelled_grid, strength_label
+    from facelatent.editing.folder import labelled_grid, strength_label
     from facelatent.evaluation.plots import curves_png
 
     out = Path(out)
