@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from facelatent.faces import align
 from facelatent.faces.analysis import FaceAnalyzer
 from facelatent.faces.files import expand_paths
+from facelatent.faces.photo_align import align_photo_faces
 from facelatent.generators import Generator
 from facelatent.images import from_uint8, load_rgb
 from facelatent.inversion.files import save_inversion
@@ -46,22 +46,11 @@ class AlignedFace:
 def align_photo(analyzer: FaceAnalyzer, image: Tensor, size: int = ALIGN_SIZE,
                 ) -> list[AlignedFace]:
     """Every face found in ``image`` [3, H, W] (in [-1, 1]), FFHQ-aligned to ``size``, left to
-    right (or the largest face alone where the analyzer finds one face per photo)."""
-    if hasattr(analyzer, "locate_faces"):
-        geom, _ = analyzer.locate_faces([image])
-    else:
-        geom = analyzer.locate([image])
-    faces = []
-    for k in torch.nonzero(geom.found).flatten().tolist():
-        points68 = geom.points68 if geom.points68 is not None else geom.align68
-        # FFHQ's own points: eye centres from six landmarks each, mouth corners 48 and 54.
-        points5 = align.arcface5_from_landmarks68(points68[k:k + 1]).to(image.device)
-        crop = align.ffhq_align(image[None].to(points5.device), points5, size)[0]
-        quad = align.ffhq_quad(points5)[0]
-        faces.append(AlignedFace(len(faces), crop, {
-            "kind": "ffhq_quad", "quad": [[float(x), float(y)] for x, y in quad.cpu()],
-            "photo_size": [int(image.shape[-1]), int(image.shape[-2])], "size": size}))
-    return faces
+    right (:func:`facelatent.faces.photo_align.align_photo_faces`), each with its transform
+    as JSON (``FFHQTransform.to_json``: what ``facelatent edit --paste-back`` reads)."""
+    crops, transforms = align_photo_faces(image, None, size, analyzer=analyzer)
+    return [AlignedFace(k, crop, t.to_json()) for k, (crop, t) in enumerate(zip(crops,
+                                                                              transforms))]
 
 
 def invert_photos(paths: Sequence[str | Path], out_dir: str | Path, generator: Generator,
