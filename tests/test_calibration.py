@@ -10,9 +10,16 @@ import pytest
 import torch
 
 from facelatent.faces import calibration
-from facelatent.faces.calibration import (SAME_PERSON_THRESHOLD, best_threshold, cross_validate,
-                                          find_lfw, identity_report, pair_accuracy, parse_pairs,
-                                          same_person)
+from facelatent.faces.calibration import (
+    SAME_PERSON_THRESHOLD,
+    best_threshold,
+    cross_validate,
+    find_lfw,
+    identity_report,
+    pair_accuracy,
+    parse_pairs,
+    same_person,
+)
 
 PAIRS = """2\t2
 Ann_Veneman\t3\t5
@@ -53,8 +60,8 @@ def test_parse_pairs_reads_folds_kinds_and_file_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, message", [
     ("", "line 1"),
     ("10 300\nZico 1 2\n", "promises 10 folds"),
-    ("1 1\nZico 1 Ann 2\nZico 1 Ann 2\n", "pair line 1 must be 'name n1 n2'"),
-    ("1 1\nZico 1 2\nZico 1 2\n", "pair line 2 must be 'name1 n1 name2 n2'"),
+    ("1 1\nZico 1 Ann 2\nZico 1 Ann 2\n", "line 2 must be 'name n1 n2'"),
+    ("1 1\nZico 1 2\nZico 1 2\n", "line 3 must be 'name1 n1 name2 n2'"),
     ("1 1\nZico one 2\nZico 1 Ann 2\n", "'one' is not a positive integer"),
 ])
 def test_parse_pairs_names_the_bad_line(tmp_path: Path, text: str, message: str) -> None:
