@@ -65,12 +65,13 @@ def photo_paths(lfw: Path, people: int) -> list[Path]:
 
 
 def load_faces(paths: list[Path], analyzer: object) -> tuple[list[Path], torch.Tensor,
-                                                             list[torch.Tensor]]:
-    """Aligned 256 px crops [N, 3, 256, 256] of the photos where a face was found."""
+                                                             list[torch.Tensor], list[object]]:
+    """Aligned 256 px crops [N, 3, 256, 256] of the photos where a face was found, the photos
+    and each crop's alignment transform (JSON)."""
     from facelatent.images import from_uint8, load_rgb
     from facelatent.inversion import align_photo
 
-    kept, crops, photos = [], [], []
+    kept, crops, photos, transforms = [], [], [], []
     for path in paths:
         photo = from_uint8(load_rgb(path)[None])[0]
         faces = align_photo(analyzer, photo)         # type: ignore[arg-type]
@@ -80,18 +81,24 @@ def load_faces(paths: list[Path], analyzer: object) -> tuple[list[Path], torch.T
         kept.append(path)
         crops.append(faces[0].crop)
         photos.append(photo)
-    return kept, torch.stack(crops), photos
+        transforms.append(faces[0].transform)
+    return kept, torch.stack(crops), photos, transforms
 
 
 def run_one(G: object, analyzer: object, crops: torch.Tensor, photo_dlib: torch.Tensor,
             space: str, steps: int, batch: int, weights: object, limits: dict[str, float],
-            ) -> dict[str, float]:
-    from facelatent.inversion import Inverter
+            save: tuple[Path, list[Path], list[object]] | None = None) -> dict[str, float]:
+    from facelatent.inversion import Inverter, save_inversion
 
     started = time.perf_counter()
     res = Inverter(space, steps, batch_size=batch, weights=weights).fit(
         G, crops, analyzer).result_                   # type: ignore[arg-type]
     seconds = (time.perf_counter() - started) / len(crops)
+    if save is not None:                              # for bench/edit_photos.py
+        folder, paths, transforms = save
+        for i, (path, transform) in enumerate(zip(paths, transforms)):
+            save_inversion(res, folder / f"{space}{steps}" / f"{path.stem}_face0", i,
+                           source=path, face_index=0, transform=transform)
     m = res.metrics
     with torch.no_grad():
         recon = analyzer.embed(res.images, "dlib", generated=True)   # type: ignore[attr-defined]
@@ -145,6 +152,9 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true", help="compare loss weights instead")
     parser.add_argument("--sweep-photos", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
+    parser.add_argument("--save", default=None,
+                        help="also write every inversion here (DIR/<space><steps>/<photo>_face0, "
+                             "as `facelatent invert` does; bench/edit_photos.py reads them)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -158,7 +168,8 @@ def main() -> int:
     unit = synthesis_seconds(G)
     print(f"one synthesis forward + backward at {G.resolution} px: {unit:.2f} s (the unit of "
           "cost: seconds per photo / this ~ steps)", flush=True)
-    paths, crops, photos = load_faces(photo_paths(Path(args.lfw), args.people), analyzer)
+    paths, crops, photos, transforms = load_faces(photo_paths(Path(args.lfw), args.people),
+                                                  analyzer)
     geom = analyzer.locate(photos)
     photo_dlib = analyzer.embed(photos, "dlib", geometry=geom)
     print(f"{len(paths)} photos ({len(paths) - 2} LFW people + 2 test photos); same-person "
@@ -180,7 +191,8 @@ def main() -> int:
         for space, steps, batch in runs:
             name = f"{space}:{steps}" + (f" b{batch}" if batch > 1 else "")
             rows[name] = run_one(G, analyzer, crops, photo_dlib, space, steps, batch,
-                                 LossWeights(), limits)
+                                 LossWeights(), limits,
+                                 (Path(args.save), paths, transforms) if args.save else None)
             print(f"  {name}: {rows[name]}", file=sys.stderr, flush=True)
     print_table(rows)
     if args.json:
