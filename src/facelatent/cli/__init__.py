@@ -14,7 +14,7 @@ from facelatent.errors import FacelatentError
 
 def build_parser() -> argparse.ArgumentParser:
     from facelatent.cli import (boundary, dataset, edit, evaluate, faces, generate, identity,
-                                invert, report, sample, store, weights)
+                                invert, report, sample, store, verify, weights)
 
     parser = argparse.ArgumentParser(
         prog="facelatent",
@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of any error (also FACELATENT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (weights, generate, faces, invert, sample, store, boundary, edit, evaluate,
-                   report, identity, dataset):
+    for module in (weights, generate, faces, verify, invert, sample, store, boundary, edit,
+                   evaluate, report, identity, dataset):
         module.register(sub)
     return parser
 
