@@ -14,10 +14,10 @@ from facelatent.faces.calibration import (
     SAME_PERSON_THRESHOLD,
     best_threshold,
     cross_validate,
-    find_lfw,
     identity_report,
     pair_accuracy,
     parse_pairs,
+    read_lfw,
     same_person,
 )
 
@@ -75,16 +75,17 @@ def test_select_refuses_folds_outside_the_file(tmp_path: Path) -> None:
         pairs.select([3])
 
 
-def test_find_lfw_finds_the_image_folder_one_level_down(tmp_path: Path) -> None:
+def test_read_lfw_finds_the_image_folder_one_level_down(tmp_path: Path) -> None:
     write_pairs(tmp_path)
     with pytest.raises(ValueError, match="lfw: no folder"):
-        find_lfw(tmp_path)
+        read_lfw(tmp_path)
     image = tmp_path / "deepfunneled" / "Ann_Veneman" / "Ann_Veneman_0003.jpg"
     image.parent.mkdir(parents=True)
     image.write_bytes(b"")
-    assert find_lfw(tmp_path) == (tmp_path / "pairs.txt", tmp_path / "deepfunneled")
+    pairs, images = read_lfw(tmp_path)
+    assert images == tmp_path / "deepfunneled" and len(pairs.same) == 8
     with pytest.raises(ValueError, match="no pairs.txt"):
-        find_lfw(tmp_path / "deepfunneled")
+        read_lfw(tmp_path / "deepfunneled")
 
 
 # -- the protocol ------------------------------------------------------------------------------
@@ -196,3 +197,23 @@ def test_same_person_errors_name_the_argument() -> None:
 def test_thresholds_are_cosines() -> None:
     assert set(SAME_PERSON_THRESHOLD) == {"sface", "dlib"}
     assert all(-1 < t < 1 for t in calibration.SAME_PERSON_THRESHOLD.values())
+
+
+def test_central_face_is_the_one_nearest_the_photo_centre() -> None:
+    from facelatent.faces.analysis import FaceGeometry
+
+    # Photo 0 (100 x 100): a large face at the left edge and a smaller one in the middle; photo 1
+    # has none; photo 2 (200 wide) one face. Rows as locate_faces gives them: left to right.
+    boxes = torch.tensor([[0.0, 20, 45, 80], [35, 35, 65, 65], [90, 40, 130, 90]])
+    geometry = FaceGeometry(found=torch.ones(3, dtype=torch.bool), boxes=boxes,
+                            points5=torch.arange(3.0)[:, None, None].expand(3, 5, 2),
+                            align68=torch.zeros(3, 68, 2), detection_boxes=boxes)
+
+    class Analyzer:
+        def locate_faces(self, photos: list[torch.Tensor]) -> tuple[FaceGeometry, torch.Tensor]:
+            return geometry, torch.tensor([0, 0, 2])
+
+    photos = [torch.zeros(3, 100, 100), torch.zeros(3, 100, 100), torch.zeros(3, 100, 200)]
+    chosen, owner = calibration._central_faces(Analyzer(), photos)  # type: ignore[arg-type]
+    assert owner.tolist() == [0, 2]
+    assert chosen.points5[:, 0, 0].tolist() == [1.0, 2.0]      # rows 1 and 2 of the geometry

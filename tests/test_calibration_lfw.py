@@ -8,6 +8,9 @@ from conftest import shared_file
 
 from facelatent.faces.calibration import SAME_PERSON_THRESHOLD, verify_lfw
 
+# One torch thread: on busy shared cores OpenMP's spinning threads made this test 10x slower.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Mean cosine of same-person minus different-person pairs on all ten folds (see calibration):
 # the thresholds must come back within a tenth of it. dlib's cosines span a fifth of SFace's.
 GAP = {"sface": 0.671 - 0.093, "dlib": 0.953 - 0.834}

@@ -68,6 +68,8 @@ def run_lfw(args: argparse.Namespace) -> int:
               f"{r.faces_not_found:>4}/{r.images:<4} {r.pairs_failed:>5}/{r.pairs:<6}")
     first = next(iter(results.values()))
     source = "cache" if all(r.cached for r in results.values()) else "embedded"
+    held_out = ("mean ± std over held-out folds" if len(first.folds) > 1 else
+                "one fold, its threshold chosen on itself")
     print(f"folds {','.join(map(str, first.folds))}; {first.pairs} pairs, {first.images} images "
-          f"({source}) in {first.seconds:.0f} s; accuracy: mean ± std over held-out folds")
+          f"({source}) in {first.seconds:.0f} s; accuracy: {held_out}")
     return 0

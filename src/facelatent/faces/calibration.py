@@ -36,8 +36,8 @@ from facelatent.images import from_uint8, load_rgb
 from facelatent.io import load_npz, save_npz
 
 __all__ = ["SAME_PERSON_THRESHOLD", "LfwPairs", "VerificationResult", "best_threshold",
-           "cross_validate", "embed_files", "find_lfw", "identity_report", "pair_accuracy",
-           "parse_pairs", "same_person", "verify_lfw"]
+           "cross_validate", "embed_files", "identity_report", "pair_accuracy",
+           "parse_pairs", "read_lfw", "same_person", "verify_lfw"]
 
 # Cosine above which two faces are the same person: the threshold that maximises accuracy on all
 # 6,000 LFW View 2 pairs (7,701 photos, every face found), measured on 2026-12-06 with
@@ -248,17 +248,17 @@ def parse_pairs(path: str | Path) -> LfwPairs:
     return LfwPairs(first, second, np.array(same, dtype=bool), np.array(fold, dtype=np.int64))
 
 
-def find_lfw(lfw: str | Path) -> tuple[Path, Path]:
-    """``(pairs.txt, image folder)`` of an LFW folder: ``lfw/pairs.txt`` and the folder, ``lfw``
-    itself or one folder below (e.g. ``deepfunneled250/``), that holds ``Name/Name_0001.jpg``."""
+def read_lfw(lfw: str | Path) -> tuple[LfwPairs, Path]:
+    """``(pairs, image folder)`` of an LFW folder: its ``pairs.txt`` (:func:`parse_pairs`) and
+    the folder, ``lfw`` itself or one below (e.g. ``deepfunneled250/``), holding the images as
+    ``Name/Name_0001.jpg``. ValueError naming ``lfw`` when either is missing."""
     root = Path(lfw)
-    pairs = root / "pairs.txt"
-    if not pairs.is_file():
+    if not (root / "pairs.txt").is_file():
         raise ValueError(f"lfw: no pairs.txt in {root}; pass the LFW folder that holds pairs.txt "
                          "and the image folders (e.g. ../shared/datasets/lfw)")
-    probe = parse_pairs(pairs).first[0]
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-    for folder in candidates:
+    pairs = parse_pairs(root / "pairs.txt")
+    probe = pairs.first[0]
+    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         if (folder / probe).is_file():
             return pairs, folder
     raise ValueError(f"lfw: no folder in {root} (or one level below) holds {probe}; pass the "
@@ -389,7 +389,7 @@ def verify_lfw(lfw: str | Path, models: Sequence[str] = ("sface", "dlib"), *,
                progress: ProgressFn | None = None) -> dict[str, VerificationResult]:
     """LFW verification of each recogniser in ``models`` through facelatent's own pipeline.
 
-    ``lfw``: the folder with ``pairs.txt`` and the images (:func:`find_lfw`). ``folds``: the
+    ``lfw``: the folder with ``pairs.txt`` and the images (:func:`read_lfw`). ``folds``: the
     1-based folds to use (default all ten); each is held out in turn against the others
     (:func:`cross_validate`). ``face``: which face of a photo with several (see
     :func:`embed_files`). ``cache``: a folder where ``lfw-<model>-<face>.npz`` keeps the
@@ -397,8 +397,7 @@ def verify_lfw(lfw: str | Path, models: Sequence[str] = ("sface", "dlib"), *,
     changes. ``analyzer``: reuse loaded models (default: a new one on ``device``).
     ``progress(done, total)``: images embedded so far. Returns ``{model: VerificationResult}``.
     """
-    pairs_file, images_dir = find_lfw(lfw)
-    pairs = parse_pairs(pairs_file)
+    pairs, images_dir = read_lfw(lfw)
     pairs = pairs.select(range(1, pairs.folds + 1) if folds is None else folds)
     names = pairs.images()
     missing = [n for n in names if not (images_dir / n).is_file()]
