@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      help="face of a photo with several: nearest the centre (LFW's subject; "
                           "default) or the largest (what `facelatent score` keeps)")
     lfw.add_argument("--cache", default=None, metavar="DIR",
-                     help="keep the embeddings in DIR/lfw-<model>.npz, so a re-run is instant")
+                     help="keep the embeddings in DIR/lfw-<model>-<face>.npz, so a re-run is "
+                          "instant")
     lfw.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, auto")
     lfw.add_argument("--batch", type=int, default=32, help="images per forward pass")
     lfw.add_argument("--json", action="store_true", help="print the results as JSON")
