@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from facelatent.faces import calibration
+from facelatent.faces import lfw
 from facelatent.faces.calibration import (
     SAME_PERSON_THRESHOLD,
     best_threshold,
     cross_validate,
     identity_report,
     pair_accuracy,
-    parse_pairs,
-    read_lfw,
     same_person,
 )
+from facelatent.faces.lfw import parse_pairs, read_lfw
 
 PAIRS = """2\t2
 Ann_Veneman\t3\t5
@@ -214,6 +214,6 @@ def test_central_face_is_the_one_nearest_the_photo_centre() -> None:
             return geometry, torch.tensor([0, 0, 2])
 
     photos = [torch.zeros(3, 100, 100), torch.zeros(3, 100, 100), torch.zeros(3, 100, 200)]
-    chosen, owner = calibration._central_faces(Analyzer(), photos)  # type: ignore[arg-type]
+    chosen, owner = lfw._central_faces(Analyzer(), photos)  # type: ignore[arg-type]
     assert owner.tolist() == [0, 2]
     assert chosen.points5[:, 0, 0].tolist() == [1.0, 2.0]      # rows 1 and 2 of the geometry

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facelatent.cli import verify
-from facelatent.faces import calibration
+from facelatent.faces import lfw
 from facelatent.io import save_npz
 
 # Two folds of one same and one different pair; person A's two photos embed alike, B and C apart.
@@ -32,8 +32,8 @@ def tiny_lfw(root: Path, cache: Path, model: str, no_face: str | None = None) ->
         if name == no_face:
             rows[i] = np.nan
     save_npz(cache / f"lfw-{model}-central.npz", {"paths": np.array(names), "embeddings": rows,
-             "fingerprint": np.str_(calibration._fingerprint(model, "central"))},
-             format=calibration.CACHE_FORMAT)
+             "fingerprint": np.str_(lfw._fingerprint(model, "central"))},
+             format=lfw.CACHE_FORMAT)
 
 
 def run(*argv: str) -> int:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from conftest import shared_file
 
-from facelatent.faces.calibration import SAME_PERSON_THRESHOLD, verify_lfw
+from facelatent.faces.calibration import SAME_PERSON_THRESHOLD
+from facelatent.faces.lfw import verify_lfw
 
 # One torch thread: on busy shared cores OpenMP's spinning threads made this test 10x slower.
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_lfw(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from facelatent.faces.calibration import SAME_PERSON_THRESHOLD, verify_lfw
+    from facelatent.faces.calibration import SAME_PERSON_THRESHOLD
+    from facelatent.faces.lfw import verify_lfw
     from facelatent.generators import resolve_device
     from facelatent.ranges import parse_seeds
 
