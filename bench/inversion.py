@@ -152,6 +152,8 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true", help="compare loss weights instead")
     parser.add_argument("--sweep-photos", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
+    parser.add_argument("--weights", default="",
+                        help="LossWeights changes for the runs, e.g. delta=0.5,prior=0.05")
     parser.add_argument("--save", default=None,
                         help="also write every inversion here (DIR/<space><steps>/<photo>_face0, "
                              "as `facelatent invert` does; bench/edit_photos.py reads them)")
@@ -190,8 +192,10 @@ def main() -> int:
     else:
         for space, steps, batch in runs:
             name = f"{space}:{steps}" + (f" b{batch}" if batch > 1 else "")
+            changes = {k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",")
+                                                if kv)}
             rows[name] = run_one(G, analyzer, crops, photo_dlib, space, steps, batch,
-                                 LossWeights(), limits,
+                                 replace(LossWeights(), **changes), limits,
                                  (Path(args.save), paths, transforms) if args.save else None)
             print(f"  {name}: {rows[name]}", file=sys.stderr, flush=True)
     print_table(rows)
