@@ -44,16 +44,17 @@ PRIOR_SEED = 0
 @dataclass(frozen=True)
 class LossWeights:
     """Weight of each term (0 switches a term off). Defaults: compared on photos by
-    ``bench/inversion.py --sweep``: the identity term raises the dlib cosine (the recogniser
-    not in the loss) for a little MS-SSIM; the latent terms keep W+ near W at no cost in
-    reconstruction."""
+    ``bench/inversion.py --sweep`` and ``--weights``: the identity term raises the dlib cosine
+    (the recogniser not in the loss) for a little MS-SSIM; the latent terms keep W+ near W at
+    no cost in reconstruction, and a delta of 0.5 rather than 0.05 makes W+ inversions edit as
+    far per sigma as generated faces (``bench/edit_photos.py``; the README has the figures)."""
 
     pixel: float = 1.0       # MSE at the loss size, images in [-1, 1]
     msssim: float = 1.0      # 1 - MS-SSIM on [0, 1] images
     identity: float = 0.5    # 1 - SFace cosine
     features: float = 0.0    # SFace feature-map distance
     prior: float = 0.01      # squared Mahalanobis distance per dimension (about 1 for a sample)
-    delta: float = 0.05      # W+ only: per-layer spread around the mean code, per dimension
+    delta: float = 0.5       # W+ only: per-layer spread around the mean code, per dimension
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
