@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from facelatent.boundaries.boundary import Boundary
@@ -92,16 +91,15 @@ def edit_to_dir(generator: Generator, faces: Sequence[int] | Latents, boundary: 
     out.mkdir(parents=True, exist_ok=True)
     unit = edit.get("unit", "sigma")
     sigma = resolve_sigma(boundary, edit.get("sigma")) if unit == "sigma" else None
-    # Faces pasted into photos are rendered at the generator's full size, one face at a time.
-    full = None if any(p is not None for p in photos) else size
-    images = torch.cat([edit_images(generator, starts[i:i + 1], boundary, s,
-                                    truncation_psi=truncation_psi,
-                                    truncation_space=truncation_space, size=full, batch=batch,
-                                    progress=progress, **edit)
-                        for i in range(count)]) if full is None else edit_images(
-        generator, starts, boundary, s, truncation_psi=truncation_psi,
-        truncation_space=truncation_space, size=size, batch=batch, progress=progress, **edit)
-    tiles = to_uint8(resize(images.flatten(0, 1), size)).reshape(count, len(s), size, size, 3)
+    # One face at a time (memory stays bounded); a face to paste into its photo is rendered at
+    # the generator's full size, the others at the tile size.
+    rows = []
+    for i in range(count):
+        rows.append(edit_images(generator, starts[i:i + 1], boundary, s,
+                                truncation_psi=truncation_psi, truncation_space=truncation_space,
+                                size=None if photos[i] is not None else size, batch=batch,
+                                progress=progress, **edit)[0])          # [S, 3, H, W]
+    tiles = np.stack([to_uint8(resize(row, size)) for row in rows])   # [N, S, size, size, 3]
     labels = [strength_label(v, unit) for v in s]
     files: dict[str, Any] = {"faces": {}}
     for i, (name, row) in enumerate(zip(names, tiles)):
@@ -111,7 +109,7 @@ def edit_to_dir(generator: Generator, faces: Sequence[int] | Latents, boundary: 
 
             photo, transform = photos[i]
             pasted = [to_uint8(paste_back(photo, face, transform, feather)[None])[0]
-                      for face in images[i]]
+                      for face in rows[i]]
             files["faces"][name].update(
                 {f"photo_{k}": v for k, v in
                  _write_row(out / f"{name}_photo", pasted, labels, frame_ms).items()})
