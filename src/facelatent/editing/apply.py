@@ -115,7 +115,7 @@ def edit_direction(boundary: Boundary, conditions: Sequence[Boundary] = ()) -> n
     return condition(boundary.normal, [c.normal for c in conditions])
 
 
-def _as_tensor(latents: Latents) -> Tensor:
+def as_latent_tensor(latents: Latents) -> Tensor:
     if isinstance(latents, np.ndarray):
         latents = torch.from_numpy(latents)
     if not isinstance(latents, Tensor):
@@ -186,7 +186,7 @@ def edit_latents(latents: Latents, boundary: Boundary,
         raise ValueError(f"absolute mode needs the boundary's intercept, and {boundary.attribute!r}"
                          f" ({kind}) has none: use mode='relative', or a boundary fitted with "
                          "`facelatent boundary fit`")
-    x = _as_tensor(latents)
+    x = as_latent_tensor(latents)
     _check_latents(x, boundary, space)
     scale = resolve_sigma(boundary, sigma) if unit == "sigma" else 1.0
     target = torch.from_numpy(strengths_array(strengths) * scale)            # [S]
@@ -253,7 +253,7 @@ def _steps(mode: str, target: Tensor, dist: Tensor, rate: float, boundary: Bound
 
 
 # -- images ---------------------------------------------------------------------------------------
-def _is_seeds(value: object) -> bool:
+def is_seeds(value: object) -> bool:
     if isinstance(value, (Tensor, np.ndarray)):
         return value.ndim == 1 and not torch.is_floating_point(torch.as_tensor(value))
     return isinstance(value, (range, Sequence)) and all(isinstance(v, (int, np.integer)) for v in value)
@@ -264,11 +264,11 @@ def base_latents(generator: Generator, seeds_or_latents: Sequence[int] | Latents
     """The latents an edit in `space` starts from: for integer seeds z (space "z") or w (else)
     as `facelatent sample` makes them (`truncation_psi` acting in `truncation_space`); latents
     are returned as they are (checked to be a float tensor or array)."""
-    if _is_seeds(seeds_or_latents):
+    if is_seeds(seeds_or_latents):
         seeds = [int(s) for s in seeds_or_latents]  # type: ignore[union-attr]
         z, w = latents_for_seeds(generator, seeds, truncation_psi, truncation_space)
         return z if space == "z" else w
-    return _as_tensor(seeds_or_latents)  # type: ignore[arg-type]
+    return as_latent_tensor(seeds_or_latents)  # type: ignore[arg-type]
 
 
 def synthesize(generator: Generator, latents: Tensor, space: str, truncation_psi: float = 1.0,

@@ -15,8 +15,8 @@ from facelatent.editing.apply import (
     EDIT_FORMAT,
     EDIT_FORMAT_VERSION,
     Latents,
-    _as_tensor,
-    _is_seeds,
+    as_latent_tensor,
+    is_seeds,
     edit_images,
     resolve_sigma,
     strengths_array,
@@ -78,8 +78,8 @@ def edit_to_dir(generator: Generator, faces: Sequence[int] | Latents, boundary: 
     for name, value in (("size", size), ("batch", batch), ("frame_ms", frame_ms)):
         if int(value) < 1:
             raise ValueError(f"{name} (--{name.replace('_', '-')}) must be at least 1, got {value}")
-    seeds = [int(v) for v in faces] if _is_seeds(faces) else None   # type: ignore[union-attr]
-    starts = seeds if seeds is not None else _as_tensor(faces)       # type: ignore[arg-type]
+    seeds = [int(v) for v in faces] if is_seeds(faces) else None   # type: ignore[union-attr]
+    starts = seeds if seeds is not None else as_latent_tensor(faces)       # type: ignore[arg-type]
     count = len(starts)
     names = list(names) if names is not None else (
         [f"seed{v:04d}" for v in seeds] if seeds is not None else [f"face{i:03d}" for i in range(count)])
