@@ -14,7 +14,7 @@ from facelatent.errors import FacelatentError
 
 def build_parser() -> argparse.ArgumentParser:
     from facelatent.cli import (boundary, dataset, edit, evaluate, faces, generate, identity,
-                                invert, report, sample, store, verify, weights)
+                                invert, mapping, report, sample, store, verify, weights)
 
     parser = argparse.ArgumentParser(
         prog="facelatent",
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of any error (also FACELATENT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (weights, generate, faces, verify, invert, sample, store, boundary, edit,
-                   evaluate, report, identity, dataset):
+                   evaluate, report, identity, dataset, mapping):
         module.register(sub)
     return parser
 

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "scoring (default: every attribute, log-odds included)")
     p.add_argument("--identity", default=",".join(IDENTITY_MODELS),
                    help="identity embedders, comma-separated, or 'none' (default: %(default)s)")
+    p.add_argument("--images", type=int, default=0, metavar="SIZE",
+                   help="also keep every render, area-downsampled to SIZE px (uint8), e.g. 256 "
+                        "for training the mapping's image encoder (default: keep none)")
     add_engine_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     settings = SampleSettings(args.model, backend=args.backend, device=args.device,
                               truncation_psi=args.psi, truncation_space=args.space,
                               attributes=_names(args.attributes), identity=_names(args.identity),
-                              batch=args.batch)
+                              batch=args.batch, image_size=args.images)
     with engine_from_args(args) as engine, ProgressBar() as bar:
         report = sample_to_store(args.store, args.n, settings, seed_start=args.seed_start,
                                  shard_size=args.shard_size, engine=engine, progress=bar)

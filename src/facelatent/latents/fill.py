@@ -31,6 +31,7 @@ import torch
 
 from facelatent import __version__
 from facelatent.faces.analysis import ATTRIBUTES, MODELS, resolve_attributes
+from facelatent.images import resize, to_uint8
 from facelatent.latents.sampling import latents_for_seeds
 from facelatent.latents.store import IDENTITY_MODELS, LatentStore, StoreSpec
 from facelatent.ranges import SEED_LIMIT
@@ -59,6 +60,7 @@ class SampleSettings:
     attributes: tuple[str, ...] = ()      # attribute names or groups; () = no scoring
     identity: tuple[str, ...] = ()        # identity models from IDENTITY_MODELS; () = none
     batch: int = 16                       # images per forward pass (does not change results)
+    image_size: int = 0                   # keep each render area-downsampled to this side; 0 = no
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -67,6 +69,9 @@ class SampleSettings:
             raise ValueError(f"truncation_psi must be a finite number, got {self.truncation_psi}")
         if self.truncation_space not in ("z", "w"):
             raise ValueError(f"truncation_space must be 'z' or 'w', got {self.truncation_space!r}")
+        if self.image_size and not 16 <= self.image_size <= 4096:
+            raise ValueError(f"image_size must be 0 (keep no images) or 16-4096 px, got "
+                             f"{self.image_size}")
         attributes = resolve_attributes(self.attributes) if self.attributes else ()
         unknown = [m for m in self.identity if m not in IDENTITY_MODELS]
         if unknown:
@@ -161,10 +166,11 @@ def run_shard(job: ShardJob, models: Models | None = None,
     scores: dict[str, list[np.ndarray]] = {name: [] for name in s.attributes}
     embeds: dict[str, list[np.ndarray]] = {name: [] for name in s.identity}
     landmarks = any(ATTRIBUTES[a].model == "landmarks68" for a in s.attributes)
-    if not (s.attributes or s.identity):
+    kept: list[np.ndarray] = []
+    if not (s.attributes or s.identity or s.image_size):
         if on_batch is not None:
             on_batch(len(seeds))     # nothing to look at: the latents are the whole job
-    elif analyzer is None:
+    elif analyzer is None and (s.attributes or s.identity):
         raise ValueError("scoring or identity needs Models.analyzer; got none")
     else:
         with torch.no_grad():
@@ -173,6 +179,13 @@ def run_shard(job: ShardJob, models: Models | None = None,
                 images = G.synthesis(w[start:start + s.batch].to(G.device))
                 _sync(images.device)
                 t1 = time.perf_counter()
+                if s.image_size:
+                    kept.append(to_uint8(resize(images, s.image_size)).transpose(0, 3, 1, 2))
+                if analyzer is None:
+                    seconds["generate"] += t1 - t0
+                    if on_batch is not None:
+                        on_batch(images.shape[0])
+                    continue
                 geom = analyzer.locate(images, generated=True, landmarks=landmarks)
                 if s.attributes:
                     part = analyzer.score(images, s.attributes, geometry=geom)
@@ -192,6 +205,8 @@ def run_shard(job: ShardJob, models: Models | None = None,
               "w": w.float().numpy()}
     arrays.update({f"scores/{k}": np.concatenate(v) for k, v in scores.items()})
     arrays.update({f"identity/{k}": np.concatenate(v) for k, v in embeds.items()})
+    if s.image_size:
+        arrays["images"] = np.ascontiguousarray(np.concatenate(kept))
     device = str(analyzer.device) if analyzer is not None else str(G.device)
     return ShardResult(job.index, arrays, seconds, device)
 
@@ -268,7 +283,7 @@ def sample_to_store(path: str | Path, n: int, settings: SampleSettings, *, seed_
     spec = StoreSpec(settings.generator, *dims, settings.truncation_psi,
                      settings.truncation_space, settings.backend, seed_start,
                      DEFAULT_SHARD_SIZE if shard_size is None else shard_size,
-                     settings.attributes, settings.identity,
+                     settings.attributes, settings.identity, settings.image_size,
                      provenance)
     command = list(sys.argv if command is None else command)
     if exists:

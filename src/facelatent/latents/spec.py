@@ -30,6 +30,7 @@ class StoreSpec:
     shard_size: int = 256                 # rows per shard (= per zarr chunk)
     attributes: tuple[str, ...] = ()      # one scores/<name> array each; () = no scoring
     identity: tuple[str, ...] = ()        # identity/<model> arrays, from IDENTITY_MODELS
+    image_size: int = 0                   # side of the kept renders (images array); 0 = none
     model_assets: Mapping[str, Any] = field(default_factory=dict, hash=False)  # provenance
 
     def __post_init__(self) -> None:
@@ -46,6 +47,9 @@ class StoreSpec:
             raise ValueError(f"seed_start must be in [0, 2**32), got {self.seed_start}")
         if len(set(self.attributes)) != len(self.attributes) or not all(self.attributes):
             raise ValueError(f"attributes must be distinct non-empty names, got {self.attributes}")
+        if int(self.image_size) < 0:
+            raise ValueError(f"image_size must be 0 (no images) or a side in pixels, got "
+                             f"{self.image_size}")
         unknown = [m for m in self.identity if m not in IDENTITY_MODELS]
         if unknown or len(set(self.identity)) != len(self.identity):
             raise ValueError(f"identity must be distinct models from {IDENTITY_MODELS}, got "
@@ -60,6 +64,10 @@ class StoreSpec:
         out["attributes"] = list(self.attributes)
         out["identity"] = list(self.identity)
         out["model_assets"] = copy.deepcopy(dict(self.model_assets))
+        if not self.image_size:
+            # Stores made before renders could be kept have no such field; leaving it out
+            # when unused keeps their manifests and resume keys equal to a new spec's.
+            del out["image_size"]
         return out
 
     @classmethod
@@ -81,4 +89,7 @@ class StoreSpec:
             out[f"scores/{name}"] = (np.dtype(np.float32), ())
         for model in self.identity:
             out[f"identity/{model}"] = (np.dtype(np.float32), (IDENTITY_DIM,))
+        if self.image_size:
+            side = int(self.image_size)
+            out["images"] = (np.dtype(np.uint8), (3, side, side))
         return out

@@ -9,6 +9,9 @@ Layout (every array is chunked by shard, `shard_size` rows per chunk):
     w                          float32 [n, w_dim]     the mapping's output, truncation applied
     scores/<attribute>         float32 [n]            one per attribute (facelatent.faces)
     identity/<model>           float32 [n, 128]       unit embeddings, "sface" and/or "dlib"
+    images                     uint8   [n, 3, S, S]   the renders, area-downsampled to S px
+                                                      (only with image_size; for training
+                                                      image encoders such as facelatent.mapping)
 
 Row `r` holds seed `seed_start + r`; shard `i` is rows `i * shard_size` up to the next shard.
 A shard counts only once its record is in the manifest's "shards". `write_shard` writes every
@@ -441,6 +444,13 @@ class LatentStore:
                              f"{', '.join(self.spec.identity) or 'none'}")
         return self.read(f"identity/{model}")
 
+    def images(self) -> np.ndarray:
+        """The kept renders, uint8 RGB ``[N, 3, S, S]`` (``S`` = ``spec.image_size``)."""
+        if not self.spec.image_size:
+            raise ValueError(f"store {self.path} keeps no images; sample a store with "
+                             "--images SIZE (e.g. 256)")
+        return self.read("images")
+
     def __repr__(self) -> str:
         return (f"LatentStore({str(self.path)!r}, generator={self.spec.generator!r}, "
                 f"complete={len(self)}/{self.size})")
@@ -472,7 +482,7 @@ def _create_arrays(group: zarr.Group, spec: StoreSpec, n: int) -> None:
     for name, (dtype, row_shape) in spec.arrays().items():
         parent, _, leaf = name.rpartition("/")
         where = group.require_group(parent) if parent else group
-        fill = -1 if dtype.kind == "i" else float("nan")
+        fill = {"i": -1, "u": 0}.get(dtype.kind, float("nan"))
         # zstd as zarr's default, then a crc32c of the compressed bytes: a damaged chunk fails
         # its checksum on every read instead of decoding to wrong numbers.
         where.create_array(leaf, shape=(n, *row_shape), chunks=(spec.shard_size, *row_shape),

@@ -1,0 +1,9 @@
+"""`facelatent mapping evaluate` (placeholder until its module lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    pass
