@@ -66,12 +66,12 @@ class ProgressBar:
     """tqdm over samples, opened once the work says how many are done already; a context
     manager that closes it."""
 
-    def __init__(self, desc: str = "sample") -> None:
-        self.desc = desc
+    def __init__(self, desc: str = "sample", unit: str = "img") -> None:
+        self.desc, self.unit = desc, unit
         self.bar: tqdm | None = None  # type: ignore[type-arg]
 
     def start(self, total: int, done: int) -> None:
-        self.bar = tqdm(total=total, initial=done, unit="img", desc=self.desc, file=sys.stderr,
+        self.bar = tqdm(total=total, initial=done, unit=self.unit, desc=self.desc, file=sys.stderr,
                         dynamic_ncols=True)
 
     def update(self, count: int) -> None:

@@ -1,0 +1,463 @@
+"""Applying a trained mapping: the identity of one face with the pose, expression, lighting and
+the rest of another, for every pair of two sets of faces, or along a path between two faces.
+
+    mapper = Mapper.from_checkpoint("runs/mapping/checkpoint.npz")
+    G = get_generator(mapper.generator["name"])
+    report = apply_to_dir(mapper, G, ["0-5"], ["photos/"], "out/")      # seeds x photos
+    ids = load_faces("0-5", G, truncation_psi=0.7)                       # or in memory
+    ws, images = swap_grid(mapper, G, ids.images, attrs.images)          # [N, M, w_dim], ...
+
+The steps, and why each is so:
+
+1. **Inputs.** A spec is a seed list ("0-5,9": faces the generator makes at the checkpoint's
+   truncation), an image file, or a folder of images (sorted). The encoders were trained on
+   generated faces, which are FFHQ-aligned, so photos are detected and cut the same way
+   (the largest face, ``FaceAnalyzer.ffhq_align``); an image that is an aligned face already
+   (a generated one) may skip detection with ``aligned=True``. Faces are held at
+   :data:`FACE_SIZE` px, the size the training store keeps renders at and more than either
+   encoder reads (E_id a 112-150 px crop, E_attr the whole face at 128 px).
+2. **Codes.** E_id runs once per identity face and E_attr once per attribute face; an N x M
+   grid then costs N * M passes of the small MLP M, not of the encoders.
+3. **Paths.** Identity codes are unit vectors, so an identity path follows the great circle
+   (:func:`slerp`) and stays on the sphere E_id's codes live on; attribute codes are
+   unconstrained, so they move on a line. A path's ends are the inputs' own codes, so its
+   first and last columns are the plain swaps.
+4. **Rendering.** One generator batch at a time; each image is written at ``size`` and only a
+   tile of at most :data:`GRID_TILE` px is kept for the grid, so memory does not grow with
+   the generator's resolution.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from facelatent import __version__
+from facelatent.errors import FacelatentError, FileFormatError
+from facelatent.faces.analysis import FaceAnalyzer
+from facelatent.faces.files import IMAGE_SUFFIXES, expand_paths
+from facelatent.generators.base import Generator
+from facelatent.images import from_uint8, load_rgb, resize, save_png, to_uint8
+from facelatent.io import atomic_path, save_npz, writer_lock
+from facelatent.latents.sampling import check_generate_options, latents_for_seeds
+from facelatent.mapping.mapper import MIN_SIDE, Mapper
+from facelatent.ranges import parse_seeds
+from facelatent.runs.sharded import Progress
+
+__all__ = ["APPLY_FORMAT", "FACE_SIZE", "MAX_IMAGES", "MODES", "Faces", "apply_to_dir",
+           "check_apply_options", "interpolate", "load_faces", "render", "slerp", "swap_grid",
+           "swap_latents"]
+
+APPLY_FORMAT = "facelatent.mapping.apply"
+APPLY_FORMAT_VERSION = 1
+MODES = ("swap", "identity", "attributes")   # swap: every pair; else the side that moves
+FACE_SIZE = 256       # px of input faces (less for a smaller generator); see step 1
+GRID_TILE = 256       # px, at most, of a grid tile
+MAX_IMAGES = 400      # renders per call: a 20 x 20 grid is 5,000 px square at 256 px tiles
+MAX_STEPS = 64        # columns of an interpolation
+CODE_BATCH = 32       # faces per encoder pass
+_SEEDS = re.compile(r"^[\d\s,-]+$")   # "0-5,9"; a file named like that is given as ./0-5
+_LABEL = 16           # characters of an input's name shown on the grid
+
+@dataclass
+class Faces:
+    """Faces ready for the mapping, in the order given.
+
+    ``images``: ``[N, 3, S, S]`` FFHQ-aligned float RGB in [-1, 1], on the CPU. ``names``: a
+    short unique label each ("seed0003", a file's stem). ``sources``: where each came from
+    ("seed 3" or the file's path). ``w``: ``[N, w_dim]`` the generator's w of faces made from
+    seeds (NaN rows for images), None when no face came from a seed.
+    """
+
+    images: Tensor
+    names: list[str]
+    sources: list[str]
+    w: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+Specs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]   # see load_faces
+
+
+# -- options and inputs --------------------------------------------------------------------------
+def check_apply_options(mode: str = "swap", steps: int = 7, size: int = 256, batch: int = 4,
+                        truncation_psi: float | None = None) -> None:
+    """ValueError naming the option for anything :func:`apply_to_dir` would refuse, checked
+    before any model is loaded or file read."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'swap' (every pair), or 'identity' or 'attributes' "
+                         f"(--interpolate: the side that moves), got {mode!r}")
+    if mode != "swap" and (isinstance(steps, bool) or not isinstance(steps, int)
+                           or not 2 <= steps <= MAX_STEPS):
+        raise ValueError(f"steps (--steps) must be a whole number from 2 (the two ends) to "
+                         f"{MAX_STEPS}, got {steps!r}")
+    check_generate_options(1.0 if truncation_psi is None else truncation_psi, size, batch,
+                           psi_option="truncation_psi (--psi)", size_option="size (--size)",
+                           batch_option="batch (--batch)")
+
+
+def _plan(specs: Specs, option: str) -> list[int | Path]:
+    """The inputs of specs in order, a seed (int) or an image file (Path) each, checked without
+    reading any image: malformed seeds, a missing path or an empty folder fail here, at once."""
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [specs]
+    if not specs:
+        raise ValueError(f"{option} needs at least one input: seeds like 0-5, an image file or "
+                         "a folder of images")
+    plan: list[int | Path] = []
+    for spec in specs:
+        text, path = os.fspath(spec), Path(spec)
+        if isinstance(spec, str) and _SEEDS.match(text):
+            plan += parse_seeds(text, limit=MAX_IMAGES, option=option)
+        elif path.is_dir():
+            found = expand_paths([path])
+            for _, error in found:
+                if error:
+                    raise FileFormatError(f"{option} {path}: {error}")
+            if not found:
+                raise ValueError(f"{option} {path}: the folder holds no image files "
+                                 f"({', '.join(IMAGE_SUFFIXES)})")
+            plan += [p for p, _ in found]
+        elif path.exists():
+            plan.append(path)
+        else:
+            raise FileNotFoundError(f"{option} {text}: no such file or folder (expected seeds "
+                                    "like 0-5,9, an image file or a folder of images)")
+    return plan
+
+
+def load_faces(specs: Specs, generator: Generator, *, truncation_psi: float = 1.0,
+               aligned: bool = False, analyzer: FaceAnalyzer | None = None,
+               size: int | None = None, batch: int = 4, option: str = "inputs",
+               progress: Callable[[int], None] | None = None) -> Faces:
+    """Faces from seed lists, image files and folders (see step 1 of the module docstring).
+
+    ``truncation_psi``: of faces from seeds. ``aligned``: image files are FFHQ-aligned faces
+    already (square; only resized), else each is a photo whose largest face is detected and
+    aligned by ``analyzer`` (default: the shared one on the generator's device). ``size``: the
+    faces' side (default :data:`FACE_SIZE`, or the generator's resolution if smaller).
+    ``option`` names the inputs in messages ("--identity"). ``progress(n)``: after each face
+    or batch of faces. One-line errors: a missing or unreadable file, a photo without a face.
+    """
+    return _load(_plan(specs, option), generator, truncation_psi, aligned, analyzer,
+                 size or min(FACE_SIZE, int(generator.resolution)), batch, option, progress)
+
+
+def _load(plan: list[int | Path], generator: Generator, psi: float, aligned: bool,
+          analyzer: FaceAnalyzer | None, size: int, batch: int, option: str,
+          progress: Callable[[int], None] | None) -> Faces:
+    if size < MIN_SIDE:
+        raise ValueError(f"size must be at least {MIN_SIDE} px (the mapping's smallest input), "
+                         f"got {size}")
+    images: list[Tensor] = []
+    ws: list[Tensor] = []
+    # Runs of seeds are rendered a batch at a time; files are read one by one.
+    for seeded, run in itertools.groupby(plan, key=lambda item: isinstance(item, int)):
+        items = list(run)
+        for start in range(0, len(items), batch if seeded else 1):
+            part = items[start:start + (batch if seeded else 1)]
+            if seeded:
+                w = latents_for_seeds(generator, part, psi)[1].float()       # [B, w_dim]
+                images.append(_render(generator, w, size))
+            else:
+                w = torch.full((1, int(generator.w_dim)), float("nan"))
+                images.append(_image_face(part[0], size, aligned, analyzer, generator,
+                                          option)[None])
+            ws.append(w)
+            if progress:
+                progress(len(part))
+    names = [f"seed{v:04d}" if isinstance(v, int) else v.stem for v in plan]
+    sources = [f"seed {v}" if isinstance(v, int) else str(v) for v in plan]
+    seeded_w = torch.cat(ws) if any(isinstance(v, int) for v in plan) else None
+    return Faces(torch.cat(images), _unique(names), sources, seeded_w)
+
+
+def _image_face(path: Path, size: int, aligned: bool, analyzer: FaceAnalyzer | None,
+                generator: Generator, option: str) -> Tensor:
+    """One file as an aligned face ``[3, size, size]``."""
+    image = from_uint8(load_rgb(path)[None])                     # [1, 3, H, W]
+    h, w = image.shape[-2:]
+    if aligned:
+        if h != w:
+            raise ValueError(f"{option} {path} is {w}x{h}; aligned inputs (--aligned) must be "
+                             "square FFHQ-aligned faces: drop --aligned to detect and align "
+                             "the face")
+        return resize(image, size)[0]
+    if analyzer is None:
+        from facelatent.faces.analysis import get_analyzer
+
+        analyzer = get_analyzer(generator.device)
+    crops, found = analyzer.ffhq_align([image[0]], size)
+    if not bool(found[0]):
+        raise ValueError(f"{option} {path}: no face found; give a photo with a clear, "
+                         "unoccluded face, or --aligned if it is an FFHQ-aligned face already")
+    return crops[0].cpu()
+
+
+def _unique(names: list[str]) -> list[str]:
+    """``names`` with ``-2``, ``-3`` appended to repeats, so every face has its own label."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out
+
+
+# -- latents ------------------------------------------------------------------------------------
+def _codes(mapper: Mapper, faces: Tensor, kind: str) -> Tensor:
+    """E_id (``kind`` "identity") or E_attr codes of ``faces`` [N, 3, H, W], in batches."""
+    encode = mapper.identity_codes if kind == "identity" else mapper.attribute_codes
+    return torch.cat([encode(faces[i:i + CODE_BATCH]) for i in range(0, len(faces), CODE_BATCH)])
+
+
+def swap_latents(mapper: Mapper, identity_faces: Tensor, attribute_faces: Tensor) -> Tensor:
+    """w of every pair: faces ``[N, 3, H, W]`` and ``[M, 3, H', W']`` -> ``[N, M, w_dim]`` (or
+    ``[N, M, num_ws, w_dim]`` for a W+ mapping), on the CPU; ``[i, j]`` is
+    ``mapper.swap(identity_faces[i:i+1], attribute_faces[j:j+1])``."""
+    ids = _codes(mapper, identity_faces, "identity")
+    attrs = _codes(mapper, attribute_faces, "attributes")
+    n, m = len(ids), len(attrs)
+    w = mapper.mix(ids.repeat_interleave(m, dim=0), attrs.repeat(n, 1))
+    return w.reshape(n, m, *w.shape[1:]).cpu()
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Points on the great circle from ``a`` to ``b`` (``[D]`` each, made unit length) at
+    fractions ``t`` ``[K]`` in [0, 1] -> ``[K, D]``, unit length; ``t = 0`` gives ``a``."""
+    a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    omega = torch.arccos((a * b).sum().clamp(-1.0, 1.0))
+    t = t.to(a)[:, None]
+    if float(omega) > torch.pi - 1e-4:
+        raise ValueError("the two identity codes point in opposite directions, so no single "
+                         "great circle joins them; interpolate between other faces")
+    if float(omega) < 1e-4:
+        # Nearly the same code: sin(omega) is about 0, and the line is the circle to 1e-8.
+        path = torch.lerp(a.expand(len(t), -1), b.expand(len(t), -1), t)
+    else:
+        path = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+    return F.normalize(path, dim=-1)
+
+
+def interpolate(mapper: Mapper, what: str, ends: Tensor, others: Tensor,
+                steps: int = 7) -> Tensor:
+    """w along a path between two faces' codes, for each of ``others``.
+
+    ``what``: "identity" (``ends`` are two identity faces, slerp of their E_id codes;
+    ``others`` give the attributes) or "attributes" (``ends`` are two attribute faces, lerp of
+    their E_attr codes; ``others`` give the identities). ``ends`` ``[2, 3, H, W]``, ``others``
+    ``[R, 3, H', W']`` -> w ``[R, steps, w_dim]`` (or W+), CPU; columns go from ``ends[0]``
+    (exactly its swap with each row's face) to ``ends[1]``."""
+    if what not in ("identity", "attributes"):
+        raise ValueError(f"what must be 'identity' or 'attributes', got {what!r}")
+    if len(ends) != 2:
+        raise ValueError(f"interpolating {what} needs exactly 2 {what} faces (the two ends), "
+                         f"got {len(ends)}")
+    t = torch.linspace(0.0, 1.0, steps)
+    if what == "identity":
+        a, b = _codes(mapper, ends, "identity").cpu()
+        moving, fixed = slerp(a, b, t), _codes(mapper, others, "attributes").cpu()
+    else:
+        a, b = _codes(mapper, ends, "attributes").cpu()
+        moving, fixed = torch.lerp(a, b, t[:, None]), _codes(mapper, others, "identity").cpu()
+    rows = len(fixed)
+    moving, fixed = moving.repeat(rows, 1), fixed.repeat_interleave(steps, dim=0)
+    ids, attrs = (moving, fixed) if what == "identity" else (fixed, moving)
+    w = mapper.mix(ids, attrs)
+    return w.reshape(rows, steps, *w.shape[1:]).cpu()
+
+
+# -- rendering ----------------------------------------------------------------------------------
+def _render(generator: Generator, ws: Tensor, size: int) -> Tensor:
+    """Images ``[B, 3, size, size]`` in [-1, 1] (clipped, as a saved image is), on the CPU."""
+    with torch.no_grad():
+        images = generator.synthesis(ws.to(generator.device))
+        return resize(images, size).clamp(-1, 1).cpu()
+
+
+def render(generator: Generator, ws: Tensor, each: Callable[[int, Tensor], None], *,
+           size: int = 256, batch: int = 4, progress: Callable[[int], None] | None = None) -> None:
+    """Render latents ``[R, C, w_dim]`` (or ``[R, C, num_ws, w_dim]``) row by row, ``batch``
+    at a time: ``each(k, images)`` gets the flat index ``k = r * C + c`` of the first image
+    and the batch ``[B, 3, size, size]`` (CPU, [-1, 1]); nothing else is kept."""
+    flat = ws.reshape(-1, *ws.shape[2:])
+    if not torch.isfinite(flat).all():
+        raise FacelatentError("the mapping produced NaN or infinite latents; the checkpoint is "
+                              "damaged or its training diverged: use an earlier checkpoint")
+    for start in range(0, len(flat), batch):
+        images = _render(generator, flat[start:start + batch], size)
+        each(start, images)
+        if progress:
+            progress(len(images))
+
+
+def swap_grid(mapper: Mapper, generator: Generator, identity_faces: Tensor,
+              attribute_faces: Tensor, *, size: int = 256, batch: int = 4,
+              ) -> tuple[Tensor, Tensor]:
+    """Every identity with every set of attributes, in memory: faces ``[N, 3, H, W]`` and
+    ``[M, 3, H', W']`` -> ``(w [N, M, ...], images [N, M, 3, size, size])``, images float in
+    [-1, 1]. At most :data:`MAX_IMAGES` pairs; :func:`apply_to_dir` writes larger renders."""
+    mapper.check_generator(generator)
+    _check_count(len(identity_faces), len(attribute_faces), "identity", "attribute")
+    ws = swap_latents(mapper, identity_faces, attribute_faces)
+    n, m = ws.shape[:2]
+    images = torch.empty(n * m, 3, size, size)
+
+    def keep(start: int, part: Tensor) -> None:
+        images[start:start + len(part)] = part
+
+    render(generator, ws, keep, size=size, batch=batch)
+    return ws, images.view(n, m, 3, size, size)
+
+
+def _check_count(rows: int, cols: int, row_what: str, col_what: str) -> None:
+    if rows * cols > MAX_IMAGES:
+        raise ValueError(f"{rows} {row_what} x {cols} {col_what} = {rows * cols} images, more "
+                         f"than the {MAX_IMAGES} one run renders; pass fewer faces (a folder "
+                         "of a few), or split the inputs over several runs")
+
+
+# -- a folder of results ------------------------------------------------------------------------
+def apply_to_dir(mapper: Mapper, generator: Generator, identity: Faces | Specs,
+                 attributes: Faces | Specs, out: str | os.PathLike[str], *, mode: str = "swap",
+                 steps: int = 7, truncation_psi: float | None = None, aligned: bool = False,
+                 size: int = 256, batch: int = 4, analyzer: FaceAnalyzer | None = None,
+                 checkpoint: str | os.PathLike[str] | None = None,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    """Swap or interpolate and write the results to ``out``; returns a report.
+
+    ``identity``, ``attributes``: :class:`Faces`, or specs for :func:`load_faces` (seed lists,
+    image files, folders; ``aligned`` and ``analyzer`` as there). ``mode``: "swap" renders
+    every pair (rows: identities, columns: attribute faces); "identity" a path between
+    exactly two identity faces (rows: attribute faces, columns: ``steps`` points);
+    "attributes" a path between exactly two attribute faces (rows: identities).
+    ``truncation_psi``: of faces from seeds (default: the checkpoint's). ``size``: side of the
+    written images. ``checkpoint``: its path, recorded. ``progress``: told the total of faces
+    to load and images to render, then each count done. At most :data:`MAX_IMAGES` images.
+
+    Writes one PNG per image (``id{i:02d}_attr{j:02d}.png``; ``attr{j:02d}_step{k:02d}.png``
+    or ``id{i:02d}_step{k:02d}.png`` for paths), ``grid.png`` (the column inputs as a header
+    row, the row inputs as a header column, tiles of at most 256 px) and ``latents.npz``
+    (format :data:`APPLY_FORMAT`: ``w`` ``[R, C, w_dim]`` or W+, each side's ``*_names``,
+    ``*_sources`` and, for seeds, ``*_w``, and JSON ``meta``), each atomically and under the
+    folder's writer lock. The report is ``meta`` plus the paths, names and shape.
+    """
+    began = time.perf_counter()
+    check_apply_options(mode, steps, size, batch, truncation_psi)
+    mapper.check_generator(generator)
+    psi = float(mapper.generator.get("truncation_psi", 1.0) if truncation_psi is None
+                else truncation_psi)
+    sides = [x if isinstance(x, Faces) else _plan(x, f"--{name}")
+             for x, name in ((identity, "identity"), (attributes, "attributes"))]
+    counts = [len(x) for x in sides]
+    if mode == "swap":
+        rows, cols = counts
+        _check_count(rows, cols, "identities", "attribute faces")
+    else:
+        moving = 0 if mode == "identity" else 1
+        if counts[moving] != 2:
+            raise ValueError(f"--interpolate {mode} moves between two faces: give --{mode} "
+                             f"exactly 2 faces, got {counts[moving]}")
+        rows, cols = counts[1 - moving], steps
+        _check_count(rows, cols, "rows", "steps")
+    if progress is not None:
+        to_load = sum(c for x, c in zip(sides, counts) if not isinstance(x, Faces))
+        progress.start(to_load + rows * cols, 0)
+    tick = progress.update if progress is not None else None
+    face_size = min(FACE_SIZE, int(generator.resolution))
+    ids, attrs = (x if isinstance(x, Faces) else
+                  _load(x, generator, psi, aligned, analyzer or mapper.analyzer, face_size,
+                        batch, f"--{name}", tick)
+                  for x, name in zip(sides, ("identity", "attributes")))
+    t = np.linspace(0.0, 1.0, steps)
+    if mode == "swap":
+        ws = swap_latents(mapper, ids.images, attrs.images)
+        row_faces, head = ids, (attrs.images, attrs.names)
+        pattern = "id{:02d}_attr{:02d}.png"
+    else:
+        ends, row_faces = (ids, attrs) if mode == "identity" else (attrs, ids)
+        ws = interpolate(mapper, mode, ends.images, row_faces.images, steps)
+        blank = torch.ones_like(ends.images[:1])                   # white in the header row
+        head = (torch.cat([ends.images[:1], *[blank] * (steps - 2), ends.images[1:]]),
+                [ends.names[0], *(f"t={v:.2f}" for v in t[1:-1]), ends.names[1]])
+        pattern = ("attr" if mode == "identity" else "id") + "{:02d}_step{:02d}.png"
+    meta = {"mode": mode, "rows": _ROWS[mode], "columns": _COLUMNS[mode],
+            "t": t.tolist() if mode != "swap" else None,
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+            "stage": getattr(mapper, "stage", None), "step": getattr(mapper, "step", None),
+            "generator": getattr(generator, "name", type(generator).__name__),
+            "checkpoint_generator": mapper.generator.get("name"), "truncation_psi": psi,
+            "aligned": aligned, "size": size, "facelatent_version": __version__}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with writer_lock(out, "output folder"):
+        grid_path = _write_images(generator, ws, out, pattern, row_faces, head,
+                                  (_ROWS[mode], _COLUMNS[mode]), size, batch, tick)
+        latents = _save_latents(out / "latents.npz", ws, ids, attrs, meta)
+    return {**meta, "folder": str(out), "grid": str(grid_path), "latents": str(latents),
+            "images": rows * cols, "shape": list(ws.shape), "row_names": row_faces.names,
+            "column_names": head[1], "seconds": round(time.perf_counter() - began, 2)}
+
+
+# What the grid's rows and columns hold, per mode (the grid's corner labels and meta).
+_ROWS = {"swap": "identity", "identity": "attributes", "attributes": "identity"}
+_COLUMNS = {"swap": "attributes", "identity": "identity path", "attributes": "attributes path"}
+
+
+def _write_images(generator: Generator, ws: Tensor, out: Path, pattern: str, row_faces: Faces,
+                  head: tuple[Tensor, list[str]], what: tuple[str, str], size: int, batch: int,
+                  progress: Callable[[int], None] | None) -> Path:
+    """Each image of ``ws`` as a PNG, then ``grid.png`` with the row inputs as its first
+    column and ``head`` (column faces ``[C, 3, S, S]`` and labels) as its first row, ``what``
+    the rows and the columns hold labelling the corner; returns the grid's path."""
+    from PIL import Image
+
+    from facelatent.editing.folder import labelled_grid
+
+    rows, cols = ws.shape[:2]
+    tile = min(size, GRID_TILE)
+    tiles = np.full((rows + 1, cols + 1, tile, tile, 3), 255, np.uint8)   # white corner
+    tiles[0, 1:] = to_uint8(resize(head[0], tile))
+    tiles[1:, 0] = to_uint8(resize(row_faces.images, tile))
+
+    def write(start: int, images: Tensor) -> None:
+        small = to_uint8(resize(images, tile))
+        for k, image in enumerate(to_uint8(images)):
+            r, c = divmod(start + k, cols)
+            with atomic_path(out / pattern.format(r, c)) as tmp:
+                save_png(image, tmp)
+            tiles[1 + r, 1 + c] = small[k]
+
+    render(generator, ws, write, size=size, batch=batch, progress=progress)
+    col_labels = [what[0], *(name[:_LABEL] for name in head[1])]
+    row_labels = [what[1], *(name[:_LABEL] for name in row_faces.names)]
+    grid_path = out / "grid.png"
+    with atomic_path(grid_path) as tmp:
+        Image.fromarray(labelled_grid(tiles, col_labels, row_labels)).save(tmp, format="PNG")
+    return grid_path
+
+
+def _save_latents(path: Path, ws: Tensor, ids: Faces, attrs: Faces,
+                  meta: dict[str, Any]) -> Path:
+    arrays: dict[str, Any] = {"w": ws.numpy().astype(np.float32),
+                              "meta": np.str_(json.dumps(meta))}
+    for side, faces in (("identity", ids), ("attributes", attrs)):
+        arrays[f"{side}_names"] = np.array(faces.names, dtype=str)
+        arrays[f"{side}_sources"] = np.array(faces.sources, dtype=str)
+        if faces.w is not None:
+            arrays[f"{side}_w"] = faces.w.numpy().astype(np.float32)
+    return save_npz(path, arrays, format=APPLY_FORMAT, version=APPLY_FORMAT_VERSION)

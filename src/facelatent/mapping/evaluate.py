@@ -1,0 +1,462 @@
+"""How well the mapping swaps identity and attributes, beside two baselines on the same pairs.
+
+    ev = evaluate_mapping(mapper, G, analyzer, pairs=32, boundaries=["runs/boundaries"])
+    ev.summary()["sets"]["generated"]["methods"]["mapping"]["identity_cosine"]["mean"]
+    write_mapping_evaluation(ev, "runs/mapping-eval")   # summary.json, index.html, grids
+
+Pair sets (each pair: an identity face and an attribute face of another person):
+
+- "generated": held-out faces from seeds the training never saw (from 1,000,000 up by
+  default), at the checkpoint's truncation; identity face i pairs with attribute face N + i.
+  Their w is known, so both baselines run.
+- "photos": FFHQ-aligned photos (largest face each), every ordered pair of two photos; the
+  mapping only (the baselines need latents).
+- "inversions": the aligned crops of ``facelatent invert`` folders with their latents: the
+  mapping and both baselines.
+
+Methods: "mapping" (the checkpoint), "style_mix" and "boundary_walk" (see
+:mod:`facelatent.mapping.baselines`), and two references that bracket the trade-off:
+"identity_image" (the output is the identity face itself) and "attribute_image" (the
+attribute face itself).
+
+Metrics per pair, on images brought to ``size`` px (256 by default) and clamped to [-1, 1]:
+
+- identity_cosine: output vs the identity face, attribute_cosine: output vs the attribute
+  face, with the recogniser the mapping did NOT train with (dlib for an SFace mapping), and
+  the fraction above its LFW-calibrated :data:`SAME_PERSON_THRESHOLD` beside each mean.
+- landmark_error: mean distance of the 68 landmarks (face-api) of the output and the
+  attribute face, over the attribute face's inter-ocular distance (eye centres = means of
+  points 36-41 and 42-47).
+- yaw_error, pitch_error: |difference| in degrees to the attribute face.
+- expression_distance: total variation between the 7-class expression probabilities of the
+  output and the attribute face (0 same, 1 disjoint).
+
+Reconstruction (every face with itself as both inputs): MS-SSIM and identity cosine of the
+mapping's output to the face. The baselines reproduce a face exactly from its own latent, so
+they have no reconstruction figure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facelatent.boundaries.boundary import Boundary
+from facelatent.faces.analysis import FaceAnalyzer
+from facelatent.faces.calibration import SAME_PERSON_THRESHOLD, identity_report
+from facelatent.faces.registry import GROUPS
+from facelatent.generators.base import Generator
+from facelatent.images import resize, to_uint8
+from facelatent.inversion.losses import ms_ssim
+from facelatent.latents.sampling import latents_for_seeds
+from facelatent.mapping.baselines import (
+    CROSSOVER_RULE,
+    WalkPlan,
+    boundary_walk,
+    choose_crossover,
+    crossover_candidates,
+    estimate_slopes,
+    load_walk_boundaries,
+    plan_walk,
+    style_mix,
+)
+from facelatent.mapping.evaluate_inputs import cross_pairs, load_inverted_faces, load_photo_faces
+from facelatent.mapping.mapper import Mapper
+
+__all__ = ["DEFAULT_SEED_START", "METHODS", "METRICS", "FaceMeasures", "MappingEvaluation",
+           "PairSetEvaluation", "evaluate_mapping", "expression_distance", "landmark_error",
+           "measure_faces", "pair_metrics", "write_mapping_evaluation"]
+
+DEFAULT_SEED_START = 1_000_000   # beyond the seeds of any training store of up to 1 M faces
+METRIC_SIZE = 256                # px every face is measured at
+METHODS = ("mapping", "style_mix", "boundary_walk", "identity_image", "attribute_image")
+METRICS = ("identity_cosine", "attribute_cosine", "landmark_error", "yaw_error",
+           "pitch_error", "expression_distance")
+EXPRESSION_SCORES = GROUPS["expression"]
+MEASURED_SCORES = ("yaw", "pitch", *EXPRESSION_SCORES)
+Progress = Callable[[int, int], None]
+
+
+# -- measuring faces -----------------------------------------------------------------------------
+@dataclass
+class FaceMeasures:
+    """What the metrics need of N faces: ``embeddings`` ``[N, 128]`` (unit; NaN rows where no
+    face), ``points68`` ``[N, 68, 2]`` in pixels of the measured size, ``scores`` ``{name:
+    [N]}``. NumPy float64 on the CPU."""
+
+    embeddings: np.ndarray
+    points68: np.ndarray
+    scores: dict[str, np.ndarray]
+
+    def take(self, index: np.ndarray) -> FaceMeasures:
+        return FaceMeasures(self.embeddings[index], self.points68[index],
+                            {k: v[index] for k, v in self.scores.items()})
+
+    @staticmethod
+    def concat(parts: Sequence[FaceMeasures]) -> FaceMeasures:
+        return FaceMeasures(np.concatenate([p.embeddings for p in parts]),
+                            np.concatenate([p.points68 for p in parts]),
+                            {k: np.concatenate([p.scores[k] for p in parts])
+                             for k in parts[0].scores})
+
+
+def measure_faces(analyzer: FaceAnalyzer, images: Tensor, identity_model: str,
+                  scores: Sequence[str] = MEASURED_SCORES) -> FaceMeasures:
+    """Landmarks, ``scores`` and ``identity_model`` embeddings of FFHQ-aligned faces
+    ``[N, 3, S, S]`` in [-1, 1] (read through the fixed crop of generated faces)."""
+    with torch.no_grad():
+        x = images.clamp(-1, 1).to(analyzer.device)
+        geom = analyzer.locate(x, generated=True, landmarks=True)
+        assert geom.points68 is not None
+        got = analyzer.score(x, list(scores), geometry=geom)
+        emb = analyzer.embed(x, identity_model, geometry=geom)
+    return FaceMeasures(emb.double().cpu().numpy(), geom.points68.double().cpu().numpy(),
+                        {k: v.double().cpu().numpy() for k, v in got.items()})
+
+
+def landmark_error(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Mean distance of 68 landmarks ``[N, 68, 2]`` to ``reference`` ``[N, 68, 2]``, over the
+    reference's inter-ocular distance (eye centres: means of points 36-41 and 42-47) -> ``[N]``."""
+    eyes = reference[:, 42:48].mean(axis=1) - reference[:, 36:42].mean(axis=1)
+    iod = np.linalg.norm(eyes, axis=-1)
+    dist = np.linalg.norm(points - reference, axis=-1).mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(iod > 0, dist / iod, np.nan)
+
+
+def expression_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Total variation between probability vectors ``[N, C]`` -> ``[N]`` in [0, 1]."""
+    return 0.5 * np.abs(p - q).sum(axis=1)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1)
+
+
+def pair_metrics(out: FaceMeasures, identity: FaceMeasures, attribute: FaceMeasures,
+                 ) -> dict[str, np.ndarray]:
+    """Each of :data:`METRICS` ``[P]`` for outputs, identity faces and attribute faces (P
+    rows each; module docstring: what each metric is)."""
+    def expr(m: FaceMeasures) -> np.ndarray:
+        return np.stack([m.scores[k] for k in EXPRESSION_SCORES], axis=1)
+
+    return {"identity_cosine": _cosine(out.embeddings, identity.embeddings),
+            "attribute_cosine": _cosine(out.embeddings, attribute.embeddings),
+            "landmark_error": landmark_error(out.points68, attribute.points68),
+            "yaw_error": np.abs(out.scores["yaw"] - attribute.scores["yaw"]),
+            "pitch_error": np.abs(out.scores["pitch"] - attribute.scores["pitch"]),
+            "expression_distance": expression_distance(expr(out), expr(attribute))}
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass
+class PairSetEvaluation:
+    """The raw numbers of one pair set (module docstring).
+
+    ``labels``: one per face; ``pairs``: ``[P, 2]`` (identity face, attribute face) indices;
+    ``metrics``: ``{method: {metric: [P]}}``; ``reconstruction``: ``{"msssim",
+    "identity_cosine": [F]}``; ``sweep``: ``{k: {metric: [P]}}`` of style mixing;
+    ``crossover``: the k reported as "style_mix"; ``walk``: what the walk did;
+    ``thumbnails``: uint8 ``[M, h, w, 3]`` per column ("faces": every face; "mapping",
+    "boundary_walk", "style_mix_<k>": the first pairs; "reconstruction": the first faces).
+    """
+
+    name: str
+    labels: list[str]
+    pairs: np.ndarray
+    metrics: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    reconstruction: dict[str, np.ndarray] = field(default_factory=dict)
+    sweep: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    crossover: int | None = None
+    walk: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    thumbnails: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class MappingEvaluation:
+    """Every pair set's numbers plus the run's settings; :meth:`summary` is the JSON."""
+
+    identity_model: str
+    sets: dict[str, PairSetEvaluation]
+    settings: dict[str, Any]
+    seconds: float = 0.0
+    images: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """Means, standard errors, same-person fractions, the crossover sweep, the walk, the
+        reconstruction and each baseline against the mapping, per pair set."""
+        from facelatent.mapping.evaluate_report import summarise_set
+
+        return {"identity_model": self.identity_model,
+                "same_person_threshold": SAME_PERSON_THRESHOLD[self.identity_model],
+                "settings": self.settings, "crossover_rule": CROSSOVER_RULE,
+                "sets": {k: summarise_set(s, self.identity_model) for k, s in self.sets.items()},
+                "seconds": round(self.seconds, 2), "images": self.images}
+
+
+# -- the run -------------------------------------------------------------------------------------
+class _Runner:
+    """Renders latents and measures faces batch by batch, counting images for ``progress``."""
+
+    def __init__(self, mapper: Mapper, generator: Generator, analyzer: FaceAnalyzer,
+                 identity_model: str, size: int, batch: int, progress: Progress | None) -> None:
+        self.mapper, self.generator, self.analyzer = mapper, generator, analyzer
+        self.identity_model, self.size, self.batch = identity_model, size, batch
+        self.thumb = min(128, size)
+        self.progress, self.done, self.total = progress, 0, 0
+
+    def tick(self, count: int) -> None:
+        self.done += count
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def render(self, latents: Tensor) -> Iterator[Tensor]:
+        """Faces ``[k, 3, size, size]`` clamped to [-1, 1], CPU, ``batch`` at a time."""
+        with torch.no_grad():
+            for start in range(0, len(latents), self.batch):
+                part = latents[start:start + self.batch].to(self.generator.device, torch.float32)
+                images = self.generator.synthesis(part).float().cpu()
+                yield resize(images, self.size).clamp(-1, 1)
+
+    def measure(self, images: Tensor, names: Sequence[str] = MEASURED_SCORES) -> FaceMeasures:
+        parts = [measure_faces(self.analyzer, images[i:i + self.batch], self.identity_model,
+                               names) for i in range(0, len(images), self.batch)]
+        return FaceMeasures.concat(parts)
+
+    def measure_latents(self, latents: Tensor, keep: int = 0, compare: Tensor | None = None,
+                        names: Sequence[str] = MEASURED_SCORES,
+                        ) -> tuple[FaceMeasures, np.ndarray, np.ndarray | None]:
+        """Render and measure latents; thumbnails of the first ``keep``; MS-SSIM against
+        ``compare`` (``[N, 3, size, size]``) when given."""
+        parts, thumbs, ssim = [], [], []
+        done = 0
+        for images in self.render(latents):
+            parts.append(measure_faces(self.analyzer, images, self.identity_model, names))
+            if done < keep:
+                thumbs.append(to_uint8(resize(images[:keep - done], self.thumb)))
+            if compare is not None:
+                ssim.append(ms_ssim(images, compare[done:done + len(images)]).double().numpy())
+            done += len(images)
+            self.tick(len(images))
+        thumb = np.concatenate(thumbs) if thumbs else np.zeros((0, self.thumb, self.thumb, 3),
+                                                               np.uint8)
+        return FaceMeasures.concat(parts), thumb, np.concatenate(ssim) if ssim else None
+
+    def swap(self, identity: Tensor, attributes: Tensor) -> Tensor:
+        """The mapping's latents for faces paired row by row (``batch`` at a time)."""
+        out = [self.mapper.swap(identity[i:i + self.batch], attributes[i:i + self.batch]).cpu()
+               for i in range(0, len(identity), self.batch)]
+        return torch.cat(out)
+
+
+def _means(metrics: dict[str, np.ndarray]) -> dict[str, float]:
+    return {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+            for k, v in metrics.items()}
+
+
+def _evaluate_set(run: _Runner, name: str, images: Tensor, latents: Tensor | None,
+                  pairs: np.ndarray, labels: list[str], plan: WalkPlan | None,
+                  crossovers: Sequence[int], keep: int, iterations: int,
+                  max_strength: float) -> PairSetEvaluation:
+    """Every method on one set: faces ``[F, 3, S, S]`` (measured size), their latents
+    (``[F, w_dim]`` or W+, or None: mapping only), pairs ``[P, 2]``."""
+    result = PairSetEvaluation(name, labels, pairs)
+    walked = list(plan.scores) if plan is not None else []
+    names = list(dict.fromkeys([*MEASURED_SCORES, *walked]))
+    src = run.measure(images, names)
+    result.thumbnails["faces"] = to_uint8(resize(images, run.thumb))
+    ident, attr = src.take(pairs[:, 0]), src.take(pairs[:, 1])
+    result.metrics["identity_image"] = pair_metrics(ident, ident, attr)
+    result.metrics["attribute_image"] = pair_metrics(attr, ident, attr)
+
+    w_map = run.swap(images[pairs[:, 0]], images[pairs[:, 1]])
+    out, thumbs, _ = run.measure_latents(w_map, keep)
+    result.metrics["mapping"], result.thumbnails["mapping"] = pair_metrics(out, ident, attr), thumbs
+    w_rec = run.swap(images, images)
+    rec, thumbs, ssim = run.measure_latents(w_rec, keep, compare=images)
+    assert ssim is not None
+    result.reconstruction = {"msssim": ssim,
+                             "identity_cosine": _cosine(rec.embeddings, src.embeddings)}
+    result.thumbnails["reconstruction"] = thumbs
+    if latents is None:
+        result.notes.append("baselines need latents of the faces: pass facelatent invert "
+                            "folders (--inversions) to compare them on photos")
+        return result
+
+    num_ws = int(run.generator.num_ws)
+    w_id, w_attr = latents[pairs[:, 0]], latents[pairs[:, 1]]
+    for k in crossovers:
+        out, thumbs, _ = run.measure_latents(style_mix(w_id, w_attr, k, num_ws), keep)
+        result.sweep[k] = pair_metrics(out, ident, attr)
+        result.thumbnails[f"style_mix_{k}"] = thumbs
+    mapping_means = _means(result.metrics["mapping"])
+    result.crossover = choose_crossover({k: _means(v) for k, v in result.sweep.items()},
+                                        mapping_means["landmark_error"])
+    result.metrics["style_mix"] = result.sweep[result.crossover]
+
+    if plan is None or not walked:
+        result.notes.append("boundary walk: no pose or expression boundary was given "
+                            "(--boundaries with e.g. yaw_w.npz, pitch_w.npz, smile_logit_w.npz)")
+        return result
+    result.walk, final = _walk(run, plan, src, latents, pairs, iterations, max_strength)
+    out, thumbs, _ = run.measure_latents(final, keep)
+    result.metrics["boundary_walk"] = pair_metrics(out, ident, attr)
+    result.thumbnails["boundary_walk"] = thumbs
+    return result
+
+
+def _walk(run: _Runner, plan: WalkPlan, src: FaceMeasures, latents: Tensor, pairs: np.ndarray,
+          iterations: int, max_strength: float) -> tuple[dict[str, Any], Tensor]:
+    """The boundary walk of every pair's identity latent toward its attribute face's scores."""
+    names = plan.scores
+    table = torch.from_numpy(np.stack([src.scores[n] for n in names], axis=1))      # [F, A]
+    directions = torch.from_numpy(plan.directions)
+    slopes = estimate_slopes(latents, table, directions)
+    # The cap is in each boundary's sigma unit; where a file records none, the spread of the
+    # faces' positions along the direction stands in for it.
+    positions = (latents.double().mean(dim=1) if latents.ndim == 3 else latents.double())
+    spread = (positions @ directions.T).std(dim=0)
+    sigma = torch.from_numpy(plan.sigmas)
+    sigma = torch.where(torch.isfinite(sigma), sigma, spread)
+    scales = torch.from_numpy(np.nanstd(table.numpy(), axis=0))
+
+    def score(ws: Tensor) -> Tensor:
+        got = run.measure_latents(ws, names=names)[0]
+        return torch.from_numpy(np.stack([got.scores[n] for n in names], axis=1))
+
+    res = boundary_walk(latents[pairs[:, 0]], table[pairs[:, 0]], table[pairs[:, 1]],
+                        directions, score, slopes=slopes, max_steps=max_strength * sigma,
+                        scales=scales, iterations=iterations)
+    info = {"scores": names, "held": plan.held, "iterations": iterations,
+            "max_strength_sigma": max_strength, "notes": plan.notes,
+            "gap_start": dict(zip(names, res.gap_start.nanmean(dim=0).tolist())),
+            "gap_end": dict(zip(names, res.gap_end.nanmean(dim=0).tolist())),
+            "mean_abs_step_sigma": dict(zip(names, (res.steps.abs() / sigma).mean(dim=0)
+                                            .tolist()))}
+    return info, res.latents
+
+
+def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyzer | None = None,
+                     *, pairs: int = 32, seeds: Sequence[int] | None = None,
+                     truncation_psi: float | None = None,
+                     boundaries: Sequence[str | Path | Boundary] = (),
+                     crossover: int | Sequence[int] | str = "auto",
+                     photos: Sequence[str | Path] = (), inversions: Sequence[str | Path] = (),
+                     photo_pairs: int | None = None, size: int = METRIC_SIZE, batch: int = 4,
+                     keep: int = 6, walk_iterations: int = 3, max_strength: float = 3.0,
+                     progress: Progress | None = None) -> MappingEvaluation:
+    """Evaluate ``mapper`` and the baselines on held-out generated pairs and on photos.
+
+    ``pairs``: generated pairs (2 x pairs faces; 0 = photos only). ``seeds``: their seeds,
+    2 x pairs of them (identity faces first; default from :data:`DEFAULT_SEED_START`).
+    ``truncation_psi``: default the checkpoint's. ``boundaries``: W boundary files or folders
+    (or :class:`Boundary` objects) for the walk. ``crossover``: "auto" (sweep
+    :func:`crossover_candidates`, pick by :data:`CROSSOVER_RULE`), one k, or the ks to sweep.
+    ``photos``: photo files or folders; ``inversions``: ``facelatent invert`` output folders;
+    ``photo_pairs``: at most this many pairs per photo set (default every ordered pair).
+    ``size``: px the faces are measured at; ``batch``: faces per forward pass; ``keep``:
+    pairs shown in the grids; ``walk_iterations``, ``max_strength`` (sigma): the walk's.
+    ``progress(done, total)``: images rendered so far and in all.
+    """
+    mapper.check_generator(generator)
+    for option, value, low in (("pairs", pairs, 0), ("batch", batch, 1), ("keep", keep, 0),
+                               ("walk_iterations", walk_iterations, 1), ("size", size, 64)):
+        if int(value) < low:
+            raise ValueError(f"{option} must be at least {low}, got {value}")
+    if not max_strength > 0:
+        raise ValueError(f"max_strength must be a positive number of sigmas, got {max_strength}")
+    num_ws = int(generator.num_ws)
+    ks = _crossovers(crossover, num_ws)
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        if len(seeds) < 4 or len(seeds) % 2:
+            raise ValueError(f"seeds must be an even number of at least 4 seeds (identity faces, "
+                             f"then as many attribute faces), got {len(seeds)}")
+        pairs = len(seeds) // 2
+    elif pairs:
+        seeds = list(range(DEFAULT_SEED_START, DEFAULT_SEED_START + 2 * pairs))
+    if not seeds and not photos and not inversions:
+        raise ValueError("nothing to evaluate: pass pairs >= 2, photos or inversions")
+    if pairs == 1:
+        raise ValueError("pairs must be 0 or at least 2")
+    psi = truncation_psi if truncation_psi is not None else mapper.generator.get("truncation_psi")
+    notes = [] if psi is not None else ["the checkpoint records no truncation; psi 1.0 used"]
+    psi = 1.0 if psi is None else float(psi)
+
+    loaded = [b for b in boundaries if isinstance(b, Boundary)]
+    files = [b for b in boundaries if not isinstance(b, Boundary)]
+    found, skipped = load_walk_boundaries(files, generator) if files else ([], [])
+    plan = plan_walk([*loaded, *found]) if (loaded or found) else None
+    if plan is not None:
+        plan.notes[:0] = skipped
+    identity_model = "dlib" if mapper.config.id_model == "sface" else "sface"
+    an = analyzer or mapper.analyzer
+    run = _Runner(mapper, generator, an, identity_model, int(size), int(batch), progress)
+
+    jobs: list[tuple[str, Tensor, Tensor | None, np.ndarray, list[str], list[str]]] = []
+    if seeds:
+        _, w = latents_for_seeds(generator, seeds, psi)
+        faces = torch.cat(list(run.render(w)))
+        index = np.stack([np.arange(pairs), np.arange(pairs) + pairs], axis=1)
+        jobs.append(("generated", faces, w, index, [f"seed {s}" for s in seeds], list(notes)))
+    if photos:
+        images, labels, photo_notes = load_photo_faces(an, photos, int(size))
+        jobs.append(("photos", images, None, cross_pairs(len(images), photo_pairs), labels,
+                     photo_notes))
+    if inversions:
+        images, latents, labels, inv_notes = load_inverted_faces(inversions, generator, int(size))
+        jobs.append(("inversions", images, latents, cross_pairs(len(images), photo_pairs),
+                     labels, inv_notes))
+    walking = plan is not None and bool(plan.scores)
+    for _, faces, latents, index, _, _ in jobs:
+        per_pair = 1 + (0 if latents is None else len(ks) + walking * (walk_iterations + 1))
+        run.total += len(index) * per_pair + len(faces)
+    run.total += len(seeds or [])
+    run.tick(len(seeds or []))        # the generated faces, rendered above
+
+    t0 = time.perf_counter()
+    sets: dict[str, PairSetEvaluation] = {}
+    for name, faces, latents, index, labels, set_notes in jobs:
+        sets[name] = _evaluate_set(run, name, faces, latents, index, labels, plan, ks,
+                                   int(keep), int(walk_iterations), float(max_strength))
+        sets[name].notes[:0] = set_notes
+    settings = {"generator": getattr(generator, "name", type(generator).__name__),
+                "mapping_generator": mapper.generator.get("name"), "truncation_psi": psi,
+                "seeds": seeds or [], "size": int(size), "crossovers": list(ks),
+                "boundaries": [str(f) for f in files], "walk_iterations": int(walk_iterations),
+                "max_strength_sigma": float(max_strength), "id_model_trained": mapper.config.id_model,
+                "head": mapper.config.head, "stage": getattr(mapper, "stage", None),
+                "step": getattr(mapper, "step", None)}
+    return MappingEvaluation(identity_model, sets, settings, time.perf_counter() - t0, run.done)
+
+
+def _crossovers(crossover: int | Sequence[int] | str, num_ws: int) -> tuple[int, ...]:
+    if crossover == "auto":
+        return crossover_candidates(num_ws)
+    if isinstance(crossover, str):
+        raise ValueError(f"crossover must be 'auto', a number of style inputs or a list of "
+                         f"them, got {crossover!r}")
+    ks = (int(crossover),) if isinstance(crossover, (int, np.integer)) else tuple(
+        int(k) for k in crossover)
+    bad = [k for k in ks if not 0 <= k <= num_ws]
+    if not ks or bad:
+        raise ValueError(f"crossover must be 0 to {num_ws} (the generator's style inputs), got "
+                         f"{list(ks)}")
+    return tuple(dict.fromkeys(ks))
+
+
+def write_mapping_evaluation(evaluation: MappingEvaluation, out_dir: str | Path,
+                             info: dict[str, Any] | None = None) -> dict[str, Path]:
+    """``summary.json``, ``index.html`` and the grid PNGs in ``out_dir``; see
+    :func:`facelatent.mapping.evaluate_report.write_mapping_evaluation`."""
+    from facelatent.mapping.evaluate_report import write_mapping_evaluation as write
+
+    return write(evaluation, out_dir, info)
