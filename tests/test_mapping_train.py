@@ -299,7 +299,7 @@ def test_the_mapper_is_an_inversion_encoder(tmp_path, G, analyzer, data) -> None
     train_mapping(data, tmp_path, regress(steps=2), config=config(G), generator=G,
                   analyzer=analyzer)
     mapper = Mapper.from_checkpoint(tmp_path / "checkpoint.npz", analyzer=analyzer)
-    faces = G.synthesis(G.mapping(torch.randn(2, G.z_dim))).detach()
+    faces = G.synthesis(G.mapping(torch.randn(2, G.z_dim))).detach().clamp(-1, 1)
     inv = Inverter("w", 1, init="encoder", encoder=mapper.encode).fit(G, faces, analyzer)
     assert inv.latents_.shape == (2, G.w_dim)
 

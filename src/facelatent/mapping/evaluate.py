@@ -39,7 +39,7 @@ they have no reconstruction figure.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,7 @@ from torch import Tensor
 
 from facelatent.boundaries.boundary import Boundary
 from facelatent.faces.analysis import FaceAnalyzer
-from facelatent.faces.calibration import SAME_PERSON_THRESHOLD, identity_report
-from facelatent.faces.registry import GROUPS
+from facelatent.faces.calibration import SAME_PERSON_THRESHOLD
 from facelatent.generators.base import Generator
 from facelatent.images import resize, to_uint8
 from facelatent.inversion.losses import ms_ssim
@@ -67,92 +66,28 @@ from facelatent.mapping.baselines import (
     plan_walk,
     style_mix,
 )
-from facelatent.mapping.evaluate_inputs import cross_pairs, load_inverted_faces, load_photo_faces
+from facelatent.mapping.evaluate_inputs import (
+    cross_pairs,
+    load_inverted_faces,
+    load_photo_faces,
+)
+from facelatent.mapping.evaluate_metrics import (
+    MEASURED_SCORES,
+    METRICS,
+    FaceMeasures,
+    cosine,
+    measure_faces,
+    pair_metrics,
+)
 from facelatent.mapping.mapper import Mapper
 
-__all__ = ["DEFAULT_SEED_START", "METHODS", "METRICS", "FaceMeasures", "MappingEvaluation",
-           "PairSetEvaluation", "evaluate_mapping", "expression_distance", "landmark_error",
-           "measure_faces", "pair_metrics", "write_mapping_evaluation"]
+__all__ = ["DEFAULT_SEED_START", "METHODS", "METRICS", "MappingEvaluation", "PairSetEvaluation",
+           "check_evaluate_options", "evaluate_mapping", "write_mapping_evaluation"]
 
 DEFAULT_SEED_START = 1_000_000   # beyond the seeds of any training store of up to 1 M faces
 METRIC_SIZE = 256                # px every face is measured at
 METHODS = ("mapping", "style_mix", "boundary_walk", "identity_image", "attribute_image")
-METRICS = ("identity_cosine", "attribute_cosine", "landmark_error", "yaw_error",
-           "pitch_error", "expression_distance")
-EXPRESSION_SCORES = GROUPS["expression"]
-MEASURED_SCORES = ("yaw", "pitch", *EXPRESSION_SCORES)
 Progress = Callable[[int, int], None]
-
-
-# -- measuring faces -----------------------------------------------------------------------------
-@dataclass
-class FaceMeasures:
-    """What the metrics need of N faces: ``embeddings`` ``[N, 128]`` (unit; NaN rows where no
-    face), ``points68`` ``[N, 68, 2]`` in pixels of the measured size, ``scores`` ``{name:
-    [N]}``. NumPy float64 on the CPU."""
-
-    embeddings: np.ndarray
-    points68: np.ndarray
-    scores: dict[str, np.ndarray]
-
-    def take(self, index: np.ndarray) -> FaceMeasures:
-        return FaceMeasures(self.embeddings[index], self.points68[index],
-                            {k: v[index] for k, v in self.scores.items()})
-
-    @staticmethod
-    def concat(parts: Sequence[FaceMeasures]) -> FaceMeasures:
-        return FaceMeasures(np.concatenate([p.embeddings for p in parts]),
-                            np.concatenate([p.points68 for p in parts]),
-                            {k: np.concatenate([p.scores[k] for p in parts])
-                             for k in parts[0].scores})
-
-
-def measure_faces(analyzer: FaceAnalyzer, images: Tensor, identity_model: str,
-                  scores: Sequence[str] = MEASURED_SCORES) -> FaceMeasures:
-    """Landmarks, ``scores`` and ``identity_model`` embeddings of FFHQ-aligned faces
-    ``[N, 3, S, S]`` in [-1, 1] (read through the fixed crop of generated faces)."""
-    with torch.no_grad():
-        x = images.clamp(-1, 1).to(analyzer.device)
-        geom = analyzer.locate(x, generated=True, landmarks=True)
-        assert geom.points68 is not None
-        got = analyzer.score(x, list(scores), geometry=geom)
-        emb = analyzer.embed(x, identity_model, geometry=geom)
-    return FaceMeasures(emb.double().cpu().numpy(), geom.points68.double().cpu().numpy(),
-                        {k: v.double().cpu().numpy() for k, v in got.items()})
-
-
-def landmark_error(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Mean distance of 68 landmarks ``[N, 68, 2]`` to ``reference`` ``[N, 68, 2]``, over the
-    reference's inter-ocular distance (eye centres: means of points 36-41 and 42-47) -> ``[N]``."""
-    eyes = reference[:, 42:48].mean(axis=1) - reference[:, 36:42].mean(axis=1)
-    iod = np.linalg.norm(eyes, axis=-1)
-    dist = np.linalg.norm(points - reference, axis=-1).mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(iod > 0, dist / iod, np.nan)
-
-
-def expression_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Total variation between probability vectors ``[N, C]`` -> ``[N]`` in [0, 1]."""
-    return 0.5 * np.abs(p - q).sum(axis=1)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(axis=1)
-
-
-def pair_metrics(out: FaceMeasures, identity: FaceMeasures, attribute: FaceMeasures,
-                 ) -> dict[str, np.ndarray]:
-    """Each of :data:`METRICS` ``[P]`` for outputs, identity faces and attribute faces (P
-    rows each; module docstring: what each metric is)."""
-    def expr(m: FaceMeasures) -> np.ndarray:
-        return np.stack([m.scores[k] for k in EXPRESSION_SCORES], axis=1)
-
-    return {"identity_cosine": _cosine(out.embeddings, identity.embeddings),
-            "attribute_cosine": _cosine(out.embeddings, attribute.embeddings),
-            "landmark_error": landmark_error(out.points68, attribute.points68),
-            "yaw_error": np.abs(out.scores["yaw"] - attribute.scores["yaw"]),
-            "pitch_error": np.abs(out.scores["pitch"] - attribute.scores["pitch"]),
-            "expression_distance": expression_distance(expr(out), expr(attribute))}
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -284,7 +219,7 @@ def _evaluate_set(run: _Runner, name: str, images: Tensor, latents: Tensor | Non
     rec, thumbs, ssim = run.measure_latents(w_rec, keep, compare=images)
     assert ssim is not None
     result.reconstruction = {"msssim": ssim,
-                             "identity_cosine": _cosine(rec.embeddings, src.embeddings)}
+                             "identity_cosine": cosine(rec.embeddings, src.embeddings)}
     result.thumbnails["reconstruction"] = thumbs
     if latents is None:
         result.notes.append("baselines need latents of the faces: pass facelatent invert "
@@ -344,6 +279,36 @@ def _walk(run: _Runner, plan: WalkPlan, src: FaceMeasures, latents: Tensor, pair
     return info, res.latents
 
 
+def check_evaluate_options(*, pairs: int, batch: int, keep: int, size: int,
+                           walk_iterations: int, max_strength: float,
+                           photo_pairs: int | None = None) -> None:
+    """ValueError naming the option (CLI spelling) unless every number is in range; called by
+    :func:`evaluate_mapping` and by the CLI before any model loads."""
+    for option, value, low in (("--pairs", pairs, 0), ("--batch", batch, 1), ("--keep", keep, 0),
+                               ("--size", size, 64), ("--walk-iterations", walk_iterations, 1)):
+        if int(value) < low:
+            raise ValueError(f"{option} must be at least {low}, got {value}")
+    if int(pairs) == 1:
+        raise ValueError("--pairs must be 0 (photos only) or at least 2, got 1")
+    if photo_pairs is not None and int(photo_pairs) < 1:
+        raise ValueError(f"--photo-pairs must be at least 1, got {photo_pairs}")
+    if not float(max_strength) > 0:
+        raise ValueError(f"--max-strength must be a positive number of sigmas, got "
+                         f"{max_strength}")
+
+
+def _seed_notes(seeds: list[int], training: Mapping[str, Any] | None) -> list[str]:
+    """A note when the seeds overlap the training store's (``seed_start``, ``samples``)."""
+    if not training or "seed_start" not in training or "samples" not in training:
+        return []
+    lo, n = int(training["seed_start"]), int(training["samples"])
+    seen = sum(lo <= s < lo + n for s in seeds)
+    if not seen:
+        return []
+    return [(f"{seen} of the {len(seeds)} seeds were in the training store (seeds {lo} to "
+             f"{lo + n - 1}): those pairs are not held out; choose --seeds outside that range")]
+
+
 def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyzer | None = None,
                      *, pairs: int = 32, seeds: Sequence[int] | None = None,
                      truncation_psi: float | None = None,
@@ -352,49 +317,47 @@ def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyze
                      photos: Sequence[str | Path] = (), inversions: Sequence[str | Path] = (),
                      photo_pairs: int | None = None, size: int = METRIC_SIZE, batch: int = 4,
                      keep: int = 6, walk_iterations: int = 3, max_strength: float = 3.0,
+                     training: Mapping[str, Any] | None = None,
                      progress: Progress | None = None) -> MappingEvaluation:
     """Evaluate ``mapper`` and the baselines on held-out generated pairs and on photos.
 
     ``pairs``: generated pairs (2 x pairs faces; 0 = photos only). ``seeds``: their seeds,
-    2 x pairs of them (identity faces first; default from :data:`DEFAULT_SEED_START`).
+    an even number (identity faces first; default 2 x pairs from :data:`DEFAULT_SEED_START`).
     ``truncation_psi``: default the checkpoint's. ``boundaries``: W boundary files or folders
     (or :class:`Boundary` objects) for the walk. ``crossover``: "auto" (sweep
     :func:`crossover_candidates`, pick by :data:`CROSSOVER_RULE`), one k, or the ks to sweep.
     ``photos``: photo files or folders; ``inversions``: ``facelatent invert`` output folders;
     ``photo_pairs``: at most this many pairs per photo set (default every ordered pair).
-    ``size``: px the faces are measured at; ``batch``: faces per forward pass; ``keep``:
-    pairs shown in the grids; ``walk_iterations``, ``max_strength`` (sigma): the walk's.
-    ``progress(done, total)``: images rendered so far and in all.
+    ``size``: px faces are measured at; ``batch``: faces per forward pass; ``keep``: pairs
+    shown in the grids; ``walk_iterations``, ``max_strength`` (sigma): the walk's.
+    ``training``: the checkpoint's ``data`` (``seed_start``, ``samples``): seeds inside it get
+    a note. ``analyzer``: default the mapper's. ``progress(done, total)``: images so far.
     """
+    check_evaluate_options(pairs=pairs, batch=batch, keep=keep, size=size,
+                           walk_iterations=walk_iterations, max_strength=max_strength,
+                           photo_pairs=photo_pairs)
     mapper.check_generator(generator)
-    for option, value, low in (("pairs", pairs, 0), ("batch", batch, 1), ("keep", keep, 0),
-                               ("walk_iterations", walk_iterations, 1), ("size", size, 64)):
-        if int(value) < low:
-            raise ValueError(f"{option} must be at least {low}, got {value}")
-    if not max_strength > 0:
-        raise ValueError(f"max_strength must be a positive number of sigmas, got {max_strength}")
-    num_ws = int(generator.num_ws)
-    ks = _crossovers(crossover, num_ws)
+    ks = _crossovers(crossover, int(generator.num_ws))
     if seeds is not None:
         seeds = [int(s) for s in seeds]
         if len(seeds) < 4 or len(seeds) % 2:
-            raise ValueError(f"seeds must be an even number of at least 4 seeds (identity faces, "
-                             f"then as many attribute faces), got {len(seeds)}")
+            raise ValueError(f"--seeds must name an even number of at least 4 seeds (identity "
+                             f"faces, then as many attribute faces), got {len(seeds)}")
         pairs = len(seeds) // 2
-    elif pairs:
-        seeds = list(range(DEFAULT_SEED_START, DEFAULT_SEED_START + 2 * pairs))
+    else:
+        seeds = list(range(DEFAULT_SEED_START, DEFAULT_SEED_START + 2 * int(pairs)))
     if not seeds and not photos and not inversions:
-        raise ValueError("nothing to evaluate: pass pairs >= 2, photos or inversions")
-    if pairs == 1:
-        raise ValueError("pairs must be 0 or at least 2")
+        raise ValueError("nothing to evaluate: --pairs 0 needs --photos or --inversions")
     psi = truncation_psi if truncation_psi is not None else mapper.generator.get("truncation_psi")
-    notes = [] if psi is not None else ["the checkpoint records no truncation; psi 1.0 used"]
+    notes = _seed_notes(seeds, training)
+    if psi is None:
+        notes.append("the checkpoint records no truncation; psi 1.0 used (--psi to choose)")
     psi = 1.0 if psi is None else float(psi)
 
-    loaded = [b for b in boundaries if isinstance(b, Boundary)]
     files = [b for b in boundaries if not isinstance(b, Boundary)]
     found, skipped = load_walk_boundaries(files, generator) if files else ([], [])
-    plan = plan_walk([*loaded, *found]) if (loaded or found) else None
+    given = [*(b for b in boundaries if isinstance(b, Boundary)), *found]
+    plan = plan_walk(given) if given else None
     if plan is not None:
         plan.notes[:0] = skipped
     identity_model = "dlib" if mapper.config.id_model == "sface" else "sface"
@@ -406,7 +369,7 @@ def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyze
         _, w = latents_for_seeds(generator, seeds, psi)
         faces = torch.cat(list(run.render(w)))
         index = np.stack([np.arange(pairs), np.arange(pairs) + pairs], axis=1)
-        jobs.append(("generated", faces, w, index, [f"seed {s}" for s in seeds], list(notes)))
+        jobs.append(("generated", faces, w, index, [f"seed {s}" for s in seeds], notes))
     if photos:
         images, labels, photo_notes = load_photo_faces(an, photos, int(size))
         jobs.append(("photos", images, None, cross_pairs(len(images), photo_pairs), labels,
@@ -415,12 +378,14 @@ def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyze
         images, latents, labels, inv_notes = load_inverted_faces(inversions, generator, int(size))
         jobs.append(("inversions", images, latents, cross_pairs(len(images), photo_pairs),
                      labels, inv_notes))
+    # Images to render in all: per pair the mapping, each crossover and the walk's renders
+    # plus its final one; per face a reconstruction; the generated faces (done above).
     walking = plan is not None and bool(plan.scores)
     for _, faces, latents, index, _, _ in jobs:
         per_pair = 1 + (0 if latents is None else len(ks) + walking * (walk_iterations + 1))
         run.total += len(index) * per_pair + len(faces)
-    run.total += len(seeds or [])
-    run.tick(len(seeds or []))        # the generated faces, rendered above
+    run.total += len(seeds)
+    run.tick(len(seeds))
 
     t0 = time.perf_counter()
     sets: dict[str, PairSetEvaluation] = {}
@@ -430,11 +395,11 @@ def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyze
         sets[name].notes[:0] = set_notes
     settings = {"generator": getattr(generator, "name", type(generator).__name__),
                 "mapping_generator": mapper.generator.get("name"), "truncation_psi": psi,
-                "seeds": seeds or [], "size": int(size), "crossovers": list(ks),
+                "seeds": seeds, "size": int(size), "crossovers": list(ks),
                 "boundaries": [str(f) for f in files], "walk_iterations": int(walk_iterations),
-                "max_strength_sigma": float(max_strength), "id_model_trained": mapper.config.id_model,
-                "head": mapper.config.head, "stage": getattr(mapper, "stage", None),
-                "step": getattr(mapper, "step", None)}
+                "max_strength_sigma": float(max_strength),
+                "id_model_trained": mapper.config.id_model, "head": mapper.config.head,
+                "stage": getattr(mapper, "stage", None), "step": getattr(mapper, "step", None)}
     return MappingEvaluation(identity_model, sets, settings, time.perf_counter() - t0, run.done)
 
 

@@ -21,7 +21,12 @@ from facelatent.evaluation.report import _e, _img, _num, _pct, _table, write_pag
 from facelatent.faces.calibration import identity_report
 from facelatent.io import jsonable, write_json
 from facelatent.mapping.baselines import CROSSOVER_RULE
-from facelatent.mapping.evaluate import METHODS, METRICS, MappingEvaluation, PairSetEvaluation
+from facelatent.mapping.evaluate import (
+    METHODS,
+    METRICS,
+    MappingEvaluation,
+    PairSetEvaluation,
+)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "summarise_set", "write_mapping_evaluation"]
 
@@ -56,15 +61,16 @@ def _verdict(name: str, diff: dict[str, dict[str, float | int]]) -> tuple[bool, 
         return False, f"{base}: not comparable (faces not found)"
     numbers = f"identity cos {did:+.3f}, landmark error {dlm:+.3f} (mapping minus {base})"
     if did > 0 and dlm <= 0:
-        return True, f"the mapping beats {base}: higher identity at equal or lower landmark " \
-                     f"error; {numbers}"
-    if did > 0:
-        return False, f"trade-off: the mapping keeps identity better than {base} but matches " \
-                      f"the landmarks less well; {numbers}"
-    if dlm <= 0:
-        return False, f"trade-off: {base} keeps identity better, the mapping matches the " \
-                      f"landmarks better; {numbers}"
-    return False, f"{base} beats the mapping on identity and landmarks; {numbers}"
+        text = f"the mapping beats {base}: higher identity at equal or lower landmark error"
+    elif did > 0:
+        text = (f"trade-off: the mapping keeps identity better than {base} but matches the "
+                "landmarks less well")
+    elif dlm <= 0:
+        text = (f"trade-off: {base} keeps identity better, the mapping matches the landmarks "
+                "better")
+    else:
+        text = f"{base} beats the mapping on identity and landmarks"
+    return did > 0 and dlm <= 0, f"{text}; {numbers}"
 
 
 def summarise_set(result: PairSetEvaluation, identity_model: str) -> dict[str, Any]:
@@ -85,7 +91,7 @@ def summarise_set(result: PairSetEvaluation, identity_model: str) -> dict[str, A
         wins, text = _verdict(base, diff)
         comparison[base] = {"difference": diff, "mapping_wins": wins, "verdict": text}
     out: dict[str, Any] = {
-        "faces": len(result.labels), "pairs": int(len(result.pairs)), "methods": methods,
+        "faces": len(result.labels), "pairs": len(result.pairs), "methods": methods,
         "comparison": comparison, "notes": list(result.notes),
         "reconstruction": {k: _stat(v) for k, v in result.reconstruction.items()}}
     if "identity_cosine" in result.reconstruction:
