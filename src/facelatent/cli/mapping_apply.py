@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model and args.model != mapper.generator["name"]:
         print(f"note: the mapping was trained for {mapper.generator['name']}; rendered with "
               f"{args.model}, which has the same w size", file=sys.stderr)
-    print(f"wrote {report['images']} images ({rows} {report['rows']} x {cols} "
+    print(f"wrote {report['images']} images ({rows} rows: {report['rows']}; {cols} columns: "
           f"{report['columns']}), {report['grid']} and {report['latents']} in "
           f"{report['seconds']:.1f} s")
     return 0

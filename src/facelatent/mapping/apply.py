@@ -71,6 +71,7 @@ CODE_BATCH = 32       # faces per encoder pass
 _SEEDS = re.compile(r"^[\d\s,-]+$")   # "0-5,9"; a file named like that is given as ./0-5
 _LABEL = 16           # characters of an input's name shown on the grid
 
+
 @dataclass
 class Faces:
     """Faces ready for the mapping, in the order given.
@@ -121,6 +122,9 @@ def _plan(specs: Specs, option: str) -> list[int | Path]:
     plan: list[int | Path] = []
     for spec in specs:
         text, path = os.fspath(spec), Path(spec)
+        if not text.strip():                # Path("") is the current folder: never meant
+            raise ValueError(f"{option} got an empty input; give seeds like 0-5, an image "
+                             "file or a folder of images")
         if isinstance(spec, str) and _SEEDS.match(text):
             plan += parse_seeds(text, limit=MAX_IMAGES, option=option)
         elif path.is_dir():
@@ -165,21 +169,21 @@ def _load(plan: list[int | Path], generator: Generator, psi: float, aligned: boo
                          f"got {size}")
     images: list[Tensor] = []
     ws: list[Tensor] = []
-    # Runs of seeds are rendered a batch at a time; files are read one by one.
     for seeded, run in itertools.groupby(plan, key=lambda item: isinstance(item, int)):
         items = list(run)
-        for start in range(0, len(items), batch if seeded else 1):
-            part = items[start:start + (batch if seeded else 1)]
-            if seeded:
-                w = latents_for_seeds(generator, part, psi)[1].float()       # [B, w_dim]
+        if seeded:                          # a run of seeds: rendered a batch at a time
+            for start in range(0, len(items), batch):
+                w = latents_for_seeds(generator, items[start:start + batch], psi)[1].float()
                 images.append(_render(generator, w, size))
-            else:
-                w = torch.full((1, int(generator.w_dim)), float("nan"))
-                images.append(_image_face(part[0], size, aligned, analyzer, generator,
-                                          option)[None])
-            ws.append(w)
+                ws.append(w)                                             # [B, w_dim]
+                if progress:
+                    progress(len(w))
+            continue
+        for path in items:
+            images.append(_image_face(path, size, aligned, analyzer, generator, option)[None])
+            ws.append(torch.full((1, int(generator.w_dim)), float("nan")))
             if progress:
-                progress(len(part))
+                progress(1)
     names = [f"seed{v:04d}" if isinstance(v, int) else v.stem for v in plan]
     sources = [f"seed {v}" if isinstance(v, int) else str(v) for v in plan]
     seeded_w = torch.cat(ws) if any(isinstance(v, int) for v in plan) else None
@@ -312,7 +316,7 @@ def swap_grid(mapper: Mapper, generator: Generator, identity_faces: Tensor,
     ``[M, 3, H', W']`` -> ``(w [N, M, ...], images [N, M, 3, size, size])``, images float in
     [-1, 1]. At most :data:`MAX_IMAGES` pairs; :func:`apply_to_dir` writes larger renders."""
     mapper.check_generator(generator)
-    _check_count(len(identity_faces), len(attribute_faces), "identity", "attribute")
+    _check_count(len(identity_faces), len(attribute_faces), ("identities", "attribute faces"))
     ws = swap_latents(mapper, identity_faces, attribute_faces)
     n, m = ws.shape[:2]
     images = torch.empty(n * m, 3, size, size)
@@ -324,14 +328,19 @@ def swap_grid(mapper: Mapper, generator: Generator, identity_faces: Tensor,
     return ws, images.view(n, m, 3, size, size)
 
 
-def _check_count(rows: int, cols: int, row_what: str, col_what: str) -> None:
+def _check_count(rows: int, cols: int, what: tuple[str, str]) -> None:
     if rows * cols > MAX_IMAGES:
-        raise ValueError(f"{rows} {row_what} x {cols} {col_what} = {rows * cols} images, more "
-                         f"than the {MAX_IMAGES} one run renders; pass fewer faces (a folder "
-                         "of a few), or split the inputs over several runs")
+        raise ValueError(f"{rows} {what[0]} x {cols} {what[1]} = {rows * cols} images, more than "
+                         f"the {MAX_IMAGES} one run renders; pass fewer faces, or split the "
+                         "inputs over several runs")
 
 
 # -- a folder of results ------------------------------------------------------------------------
+# Per mode: what the rows and the columns hold (the grid's corner labels, ``meta``).
+_AXES = {"swap": ("identity", "attributes"), "identity": ("attributes", "identity path"),
+         "attributes": ("identity", "attributes path")}
+
+
 def apply_to_dir(mapper: Mapper, generator: Generator, identity: Faces | Specs,
                  attributes: Faces | Specs, out: str | os.PathLike[str], *, mode: str = "swap",
                  steps: int = 7, truncation_psi: float | None = None, aligned: bool = False,
@@ -341,13 +350,14 @@ def apply_to_dir(mapper: Mapper, generator: Generator, identity: Faces | Specs,
     """Swap or interpolate and write the results to ``out``; returns a report.
 
     ``identity``, ``attributes``: :class:`Faces`, or specs for :func:`load_faces` (seed lists,
-    image files, folders; ``aligned`` and ``analyzer`` as there). ``mode``: "swap" renders
-    every pair (rows: identities, columns: attribute faces); "identity" a path between
-    exactly two identity faces (rows: attribute faces, columns: ``steps`` points);
-    "attributes" a path between exactly two attribute faces (rows: identities).
-    ``truncation_psi``: of faces from seeds (default: the checkpoint's). ``size``: side of the
-    written images. ``checkpoint``: its path, recorded. ``progress``: told the total of faces
-    to load and images to render, then each count done. At most :data:`MAX_IMAGES` images.
+    image files, folders; ``aligned`` as there; photos aligned by ``analyzer``, default the
+    mapper's). ``mode``: "swap" renders every pair (rows: identities, columns: attribute
+    faces); "identity" a path between exactly two identity faces (rows: attribute faces,
+    columns: ``steps`` points); "attributes" a path between exactly two attribute faces (rows:
+    identities). ``truncation_psi``: of faces from seeds (default: the checkpoint's).
+    ``size``: side of the written images. ``checkpoint``: its path, recorded. ``progress``:
+    told the total of faces to load and images to render, then each count done. At most
+    :data:`MAX_IMAGES` images; every input is checked before any is loaded.
 
     Writes one PNG per image (``id{i:02d}_attr{j:02d}.png``; ``attr{j:02d}_step{k:02d}.png``
     or ``id{i:02d}_step{k:02d}.png`` for paths), ``grid.png`` (the column inputs as a header
@@ -365,15 +375,14 @@ def apply_to_dir(mapper: Mapper, generator: Generator, identity: Faces | Specs,
              for x, name in ((identity, "identity"), (attributes, "attributes"))]
     counts = [len(x) for x in sides]
     if mode == "swap":
-        rows, cols = counts
-        _check_count(rows, cols, "identities", "attribute faces")
+        (rows, cols), nouns = counts, ("identities", "attribute faces")
     else:
         moving = 0 if mode == "identity" else 1
         if counts[moving] != 2:
             raise ValueError(f"--interpolate {mode} moves between two faces: give --{mode} "
                              f"exactly 2 faces, got {counts[moving]}")
-        rows, cols = counts[1 - moving], steps
-        _check_count(rows, cols, "rows", "steps")
+        (rows, cols), nouns = (counts[1 - moving], steps), ("rows", "steps")
+    _check_count(rows, cols, nouns)
     if progress is not None:
         to_load = sum(c for x, c in zip(sides, counts) if not isinstance(x, Faces))
         progress.start(to_load + rows * cols, 0)
@@ -383,20 +392,9 @@ def apply_to_dir(mapper: Mapper, generator: Generator, identity: Faces | Specs,
                   _load(x, generator, psi, aligned, analyzer or mapper.analyzer, face_size,
                         batch, f"--{name}", tick)
                   for x, name in zip(sides, ("identity", "attributes")))
-    t = np.linspace(0.0, 1.0, steps)
-    if mode == "swap":
-        ws = swap_latents(mapper, ids.images, attrs.images)
-        row_faces, head = ids, (attrs.images, attrs.names)
-        pattern = "id{:02d}_attr{:02d}.png"
-    else:
-        ends, row_faces = (ids, attrs) if mode == "identity" else (attrs, ids)
-        ws = interpolate(mapper, mode, ends.images, row_faces.images, steps)
-        blank = torch.ones_like(ends.images[:1])                   # white in the header row
-        head = (torch.cat([ends.images[:1], *[blank] * (steps - 2), ends.images[1:]]),
-                [ends.names[0], *(f"t={v:.2f}" for v in t[1:-1]), ends.names[1]])
-        pattern = ("attr" if mode == "identity" else "id") + "{:02d}_step{:02d}.png"
-    meta = {"mode": mode, "rows": _ROWS[mode], "columns": _COLUMNS[mode],
-            "t": t.tolist() if mode != "swap" else None,
+    ws, row_faces, head, pattern = _layout(mapper, mode, ids, attrs, steps)
+    meta = {"mode": mode, "rows": _AXES[mode][0], "columns": _AXES[mode][1],
+            "t": np.linspace(0.0, 1.0, steps).tolist() if mode != "swap" else None,
             "checkpoint": None if checkpoint is None else str(checkpoint),
             "stage": getattr(mapper, "stage", None), "step": getattr(mapper, "step", None),
             "generator": getattr(generator, "name", type(generator).__name__),
@@ -405,17 +403,29 @@ def apply_to_dir(mapper: Mapper, generator: Generator, identity: Faces | Specs,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with writer_lock(out, "output folder"):
-        grid_path = _write_images(generator, ws, out, pattern, row_faces, head,
-                                  (_ROWS[mode], _COLUMNS[mode]), size, batch, tick)
+        grid_path = _write_images(generator, ws, out, pattern, row_faces, head, _AXES[mode],
+                                  size, batch, tick)
         latents = _save_latents(out / "latents.npz", ws, ids, attrs, meta)
     return {**meta, "folder": str(out), "grid": str(grid_path), "latents": str(latents),
             "images": rows * cols, "shape": list(ws.shape), "row_names": row_faces.names,
             "column_names": head[1], "seconds": round(time.perf_counter() - began, 2)}
 
 
-# What the grid's rows and columns hold, per mode (the grid's corner labels and meta).
-_ROWS = {"swap": "identity", "identity": "attributes", "attributes": "identity"}
-_COLUMNS = {"swap": "attributes", "identity": "identity path", "attributes": "attributes path"}
+def _layout(mapper: Mapper, mode: str, ids: Faces, attrs: Faces, steps: int,
+            ) -> tuple[Tensor, Faces, tuple[Tensor, list[str]], str]:
+    """The latents ``[R, C, ...]`` of ``mode``, the faces of its rows, its header row (faces
+    ``[C, 3, S, S]`` and labels) and the pattern of its file names."""
+    if mode == "swap":
+        ws = swap_latents(mapper, ids.images, attrs.images)
+        return ws, ids, (attrs.images, attrs.names), "id{:02d}_attr{:02d}.png"
+    ends, rows = (ids, attrs) if mode == "identity" else (attrs, ids)
+    ws = interpolate(mapper, mode, ends.images, rows.images, steps)
+    blank = torch.ones_like(ends.images[:1])                       # white in the header row
+    faces = torch.cat([ends.images[:1], *[blank] * (steps - 2), ends.images[1:]])
+    labels = [ends.names[0], *(f"t={v:.2f}" for v in np.linspace(0, 1, steps)[1:-1]),
+              ends.names[1]]
+    pattern = ("attr" if mode == "identity" else "id") + "{:02d}_step{:02d}.png"
+    return ws, rows, (faces, labels), pattern
 
 
 def _write_images(generator: Generator, ws: Tensor, out: Path, pattern: str, row_faces: Faces,
