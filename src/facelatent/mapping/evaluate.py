@@ -15,9 +15,11 @@ Pair sets (each pair: an identity face and an attribute face of another person):
   mapping and both baselines.
 
 Methods: "mapping" (the checkpoint), "style_mix" and "boundary_walk" (see
-:mod:`facelatent.mapping.baselines`), and two references that bracket the trade-off:
-"identity_image" (the output is the identity face itself) and "attribute_image" (the
-attribute face itself).
+:mod:`facelatent.mapping.baselines`), and three references: "identity_image" (the output is
+the identity face itself) and "attribute_image" (the attribute face itself) bracket the
+trade-off; "average_face" (the generator's w_avg for every pair) is what an output that
+carries no information scores (with dlib on generated faces, a high identity cosine: read
+every identity figure against it).
 
 Metrics per pair, on images brought to ``size`` px (256 by default) and clamped to [-1, 1]:
 
@@ -34,12 +36,19 @@ Metrics per pair, on images brought to ``size`` px (256 by default) and clamped 
 Reconstruction (every face with itself as both inputs): MS-SSIM and identity cosine of the
 mapping's output to the face. The baselines reproduce a face exactly from its own latent, so
 they have no reconstruction figure.
+
+The mapping reads the faces at the measured size (256 px, as the training store's renders).
+Style mixing's crossover is chosen on the evaluated pairs themselves (in-sample, which can
+only favour the baseline). Where the pieces live: the metrics and the renderer-measurer in
+:mod:`~facelatent.mapping.evaluate_metrics`, photo and inversion inputs in
+:mod:`~facelatent.mapping.evaluate_inputs`, the summary and the page in
+:mod:`~facelatent.mapping.evaluate_report`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +62,6 @@ from facelatent.faces.analysis import FaceAnalyzer
 from facelatent.faces.calibration import SAME_PERSON_THRESHOLD
 from facelatent.generators.base import Generator
 from facelatent.images import resize, to_uint8
-from facelatent.inversion.losses import ms_ssim
 from facelatent.latents.sampling import latents_for_seeds
 from facelatent.mapping.baselines import (
     CROSSOVER_RULE,
@@ -75,8 +83,9 @@ from facelatent.mapping.evaluate_metrics import (
     MEASURED_SCORES,
     METRICS,
     FaceMeasures,
+    FaceMeter,
+    Progress,
     cosine,
-    measure_faces,
     pair_metrics,
 )
 from facelatent.mapping.mapper import Mapper
@@ -86,8 +95,8 @@ __all__ = ["DEFAULT_SEED_START", "METHODS", "METRICS", "MappingEvaluation", "Pai
 
 DEFAULT_SEED_START = 1_000_000   # beyond the seeds of any training store of up to 1 M faces
 METRIC_SIZE = 256                # px every face is measured at
-METHODS = ("mapping", "style_mix", "boundary_walk", "identity_image", "attribute_image")
-Progress = Callable[[int, int], None]
+METHODS = ("mapping", "style_mix", "boundary_walk", "identity_image", "attribute_image",
+           "average_face")
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -138,66 +147,12 @@ class MappingEvaluation:
 
 
 # -- the run -------------------------------------------------------------------------------------
-class _Runner:
-    """Renders latents and measures faces batch by batch, counting images for ``progress``."""
-
-    def __init__(self, mapper: Mapper, generator: Generator, analyzer: FaceAnalyzer,
-                 identity_model: str, size: int, batch: int, progress: Progress | None) -> None:
-        self.mapper, self.generator, self.analyzer = mapper, generator, analyzer
-        self.identity_model, self.size, self.batch = identity_model, size, batch
-        self.thumb = min(128, size)
-        self.progress, self.done, self.total = progress, 0, 0
-
-    def tick(self, count: int) -> None:
-        self.done += count
-        if self.progress is not None:
-            self.progress(self.done, self.total)
-
-    def render(self, latents: Tensor) -> Iterator[Tensor]:
-        """Faces ``[k, 3, size, size]`` clamped to [-1, 1], CPU, ``batch`` at a time."""
-        with torch.no_grad():
-            for start in range(0, len(latents), self.batch):
-                part = latents[start:start + self.batch].to(self.generator.device, torch.float32)
-                images = self.generator.synthesis(part).float().cpu()
-                yield resize(images, self.size).clamp(-1, 1)
-
-    def measure(self, images: Tensor, names: Sequence[str] = MEASURED_SCORES) -> FaceMeasures:
-        parts = [measure_faces(self.analyzer, images[i:i + self.batch], self.identity_model,
-                               names) for i in range(0, len(images), self.batch)]
-        return FaceMeasures.concat(parts)
-
-    def measure_latents(self, latents: Tensor, keep: int = 0, compare: Tensor | None = None,
-                        names: Sequence[str] = MEASURED_SCORES,
-                        ) -> tuple[FaceMeasures, np.ndarray, np.ndarray | None]:
-        """Render and measure latents; thumbnails of the first ``keep``; MS-SSIM against
-        ``compare`` (``[N, 3, size, size]``) when given."""
-        parts, thumbs, ssim = [], [], []
-        done = 0
-        for images in self.render(latents):
-            parts.append(measure_faces(self.analyzer, images, self.identity_model, names))
-            if done < keep:
-                thumbs.append(to_uint8(resize(images[:keep - done], self.thumb)))
-            if compare is not None:
-                ssim.append(ms_ssim(images, compare[done:done + len(images)]).double().numpy())
-            done += len(images)
-            self.tick(len(images))
-        thumb = np.concatenate(thumbs) if thumbs else np.zeros((0, self.thumb, self.thumb, 3),
-                                                               np.uint8)
-        return FaceMeasures.concat(parts), thumb, np.concatenate(ssim) if ssim else None
-
-    def swap(self, identity: Tensor, attributes: Tensor) -> Tensor:
-        """The mapping's latents for faces paired row by row (``batch`` at a time)."""
-        out = [self.mapper.swap(identity[i:i + self.batch], attributes[i:i + self.batch]).cpu()
-               for i in range(0, len(identity), self.batch)]
-        return torch.cat(out)
-
-
 def _means(metrics: dict[str, np.ndarray]) -> dict[str, float]:
     return {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
             for k, v in metrics.items()}
 
 
-def _evaluate_set(run: _Runner, name: str, images: Tensor, latents: Tensor | None,
+def _evaluate_set(run: FaceMeter, name: str, images: Tensor, latents: Tensor | None,
                   pairs: np.ndarray, labels: list[str], plan: WalkPlan | None,
                   crossovers: Sequence[int], keep: int, iterations: int,
                   max_strength: float) -> PairSetEvaluation:
@@ -211,6 +166,9 @@ def _evaluate_set(run: _Runner, name: str, images: Tensor, latents: Tensor | Non
     ident, attr = src.take(pairs[:, 0]), src.take(pairs[:, 1])
     result.metrics["identity_image"] = pair_metrics(ident, ident, attr)
     result.metrics["attribute_image"] = pair_metrics(attr, ident, attr)
+    average = run.measure_latents(run.generator.w_avg.detach().cpu()[None])[0]
+    result.metrics["average_face"] = pair_metrics(average.take(np.zeros(len(pairs), np.int64)),
+                                                  ident, attr)
 
     w_map = run.swap(images[pairs[:, 0]], images[pairs[:, 1]])
     out, thumbs, _ = run.measure_latents(w_map, keep)
@@ -248,7 +206,7 @@ def _evaluate_set(run: _Runner, name: str, images: Tensor, latents: Tensor | Non
     return result
 
 
-def _walk(run: _Runner, plan: WalkPlan, src: FaceMeasures, latents: Tensor, pairs: np.ndarray,
+def _walk(run: FaceMeter, plan: WalkPlan, src: FaceMeasures, latents: Tensor, pairs: np.ndarray,
           iterations: int, max_strength: float) -> tuple[dict[str, Any], Tensor]:
     """The boundary walk of every pair's identity latent toward its attribute face's scores."""
     names = plan.scores
@@ -362,7 +320,7 @@ def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyze
         plan.notes[:0] = skipped
     identity_model = "dlib" if mapper.config.id_model == "sface" else "sface"
     an = analyzer or mapper.analyzer
-    run = _Runner(mapper, generator, an, identity_model, int(size), int(batch), progress)
+    run = FaceMeter(mapper, generator, an, identity_model, int(size), int(batch), progress)
 
     jobs: list[tuple[str, Tensor, Tensor | None, np.ndarray, list[str], list[str]]] = []
     if seeds:
@@ -379,11 +337,12 @@ def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyze
         jobs.append(("inversions", images, latents, cross_pairs(len(images), photo_pairs),
                      labels, inv_notes))
     # Images to render in all: per pair the mapping, each crossover and the walk's renders
-    # plus its final one; per face a reconstruction; the generated faces (done above).
+    # plus its final one; per face a reconstruction; per set the average face; the generated
+    # faces (done above).
     walking = plan is not None and bool(plan.scores)
     for _, faces, latents, index, _, _ in jobs:
         per_pair = 1 + (0 if latents is None else len(ks) + walking * (walk_iterations + 1))
-        run.total += len(index) * per_pair + len(faces)
+        run.total += len(index) * per_pair + len(faces) + 1
     run.total += len(seeds)
     run.tick(len(seeds))
 

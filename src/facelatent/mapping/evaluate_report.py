@@ -40,7 +40,8 @@ _LABELS = {"identity_cosine": "identity cos to identity face (higher)",
            "expression_distance": "expression TV distance (lower)"}
 _METHOD_NAMES = {"mapping": "mapping", "style_mix": "style mixing", "boundary_walk":
                  "boundary walk", "identity_image": "identity face itself (reference)",
-                 "attribute_image": "attribute face itself (reference)"}
+                 "attribute_image": "attribute face itself (reference)",
+                 "average_face": "average face, w_avg (reference)"}
 
 
 def _stat(values: np.ndarray) -> dict[str, float | int]:
@@ -76,7 +77,9 @@ def _verdict(name: str, diff: dict[str, dict[str, float | int]]) -> tuple[bool, 
 def summarise_set(result: PairSetEvaluation, identity_model: str) -> dict[str, Any]:
     """The JSON summary of one pair set (module docstring)."""
     methods: dict[str, Any] = {}
-    for method, metrics in result.metrics.items():
+    for method in sorted(result.metrics, key=lambda m: METHODS.index(m) if m in METHODS
+                         else len(METHODS)):
+        metrics = result.metrics[method]
         entry: dict[str, Any] = {k: _stat(v) for k, v in metrics.items()}
         for key in ("identity_cosine", "attribute_cosine"):
             entry[key]["fraction_same"] = identity_report(metrics[key],
