@@ -322,3 +322,54 @@ def test_cli_train_refuses_a_store_without_renders(tmp_path, capsys, G, analyzer
                  str(tmp_path / "run"), "--steps", "2"])
     err = capsys.readouterr().err
     assert code == 2 and "--images 256" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_sigkilled_training_resumes_to_the_uninterrupted_state(tmp_path, store) -> None:
+    """`facelatent mapping train` killed with SIGKILL after a checkpoint, then run again, ends
+    with the same weights and optimiser state as a run that was never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-c", "import sys; from facelatent.cli import main; "
+                "sys.exit(main(sys.argv[1:]))", "mapping", "train", "--store", str(store),
+                "--out", str(out), "--steps", "12", "--batch", "4", "--holdout", "8",
+                "--checkpoint-every", "3", "--attr-init", "random", "--device", "cpu"]
+
+    def step_of(out: Path) -> int:
+        try:
+            return load_checkpoint(out / "checkpoint.npz").step
+        except (FileNotFoundError, FileFormatError):
+            return 0
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(command(cut), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while step_of(cut) < 3 and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 3 <= step_of(cut) < 12
+    done = subprocess.run(command(cut), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resumed" in done.stdout
+    whole = subprocess.run(command(tmp_path / "whole"), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    a, b = params(tmp_path / "whole" / "checkpoint.npz"), params(cut / "checkpoint.npz")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    opt_a = load_checkpoint(tmp_path / "whole" / "checkpoint.npz").optimizers["model"]["state"]
+    opt_b = load_checkpoint(cut / "checkpoint.npz").optimizers["model"]["state"]
+    for i in opt_a:
+        for key in opt_a[i]:
+            assert torch.equal(opt_a[i][key], opt_b[i][key]), (i, key)
+    steps = [line["step"] for line in read_log(cut / "log.jsonl") if "loss" in line]
+    assert steps == list(range(1, 13))

@@ -30,6 +30,8 @@ def register(actions: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--steps", type=int, help="override the preset's step count")
     p.add_argument("--batch", type=int, help="override the preset's faces per step")
     p.add_argument("--lr", type=float, help="override the preset's learning rate")
+    p.add_argument("--checkpoint-every", type=int,
+                   help="steps between checkpoints (default: preset; does not change results)")
     p.add_argument("--seed", type=int, default=0, help="initial weights and every batch")
     p.add_argument("--holdout", type=int, default=256,
                    help="last store rows kept out for validation")
@@ -59,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device, "--device")
     overrides: dict[str, Any] = {k: v for k, v in (("steps", args.steps), ("batch", args.batch),
-                                                   ("lr", args.lr)) if v is not None}
+                                                   ("lr", args.lr),
+                                                   ("checkpoint_every", args.checkpoint_every))
+                                 if v is not None}
     settings = preset(args.preset, args.stage, seed=args.seed, holdout=args.holdout,
                       device=str(device), **overrides)
     if args.latent_weight is not None:
