@@ -34,7 +34,8 @@ __all__ = ["MappingLossWeights", "disc_loss", "identity_l1", "landmark_mse", "la
 
 @dataclass(frozen=True)
 class MappingLossWeights:
-    """Weight of each term of the end-to-end stage (0 switches one off)."""
+    """Weight of each term of the end-to-end stage (0 switches one off). The defaults are the
+    paper's; the training presets use :data:`facelatent.mapping.train.BALANCED`."""
 
     identity: float = 1.0           # L1 of E_id embeddings, output vs identity image
     landmarks: float = 0.001        # MSE of 68 landmarks in px at loss_size, vs attribute image
