@@ -25,6 +25,7 @@ from facelatent.latents.fill import SampleSettings, sample_to_store
 from facelatent.latents.store import LatentStore
 from facelatent.mapping import Mapper, MapperConfig, build, load_checkpoint
 from facelatent.mapping.data import load_training_data
+from facelatent.mapping.proxies import PROXY_ATTRIBUTES
 from facelatent.mapping.train import TrainSettings, read_log, train_mapping
 from facelatent.runs.models import Models
 from facelatent.runs.sharded import ResumeMismatchError
@@ -47,7 +48,8 @@ def analyzer():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, G, analyzer) -> Path:
     path = tmp_path_factory.mktemp("mapping") / "store"
-    settings = SampleSettings(TINY, identity=("sface", "dlib"), image_size=64, batch=8)
+    settings = SampleSettings(TINY, identity=("sface", "dlib"), image_size=64, batch=8,
+                              attributes=PROXY_ATTRIBUTES)
     sample_to_store(path, 48, settings, shard_size=16, models=Models(G, analyzer))
     return path
 
@@ -64,7 +66,7 @@ def config(G, **kw) -> MapperConfig:
 
 def regress(**kw) -> TrainSettings:
     return TrainSettings(**{"steps": 6, "batch": 4, "checkpoint_every": 2, "validate_every": 3,
-                            **kw})
+                            "proxy_steps": 20, **kw})
 
 
 def e2e(**kw) -> TrainSettings:
@@ -285,7 +287,7 @@ def test_regression_learns_the_known_w(tmp_path, G, analyzer, data) -> None:
                                           generator=torch.Generator().manual_seed(0)), dim=1)
     informative = replace(data, id_codes=codes)
     report = train_mapping(informative, tmp_path, regress(steps=80, batch=16, lr=3e-3,
-                                                          validate_every=80,
+                                                          validate_every=80, cross_every=0,
                                                           checkpoint_every=80),
                            config=config(G), generator=G, analyzer=analyzer)
     losses = [line["loss"] for line in read_log(tmp_path / "log.jsonl") if "loss" in line]
@@ -293,6 +295,29 @@ def test_regression_learns_the_known_w(tmp_path, G, analyzer, data) -> None:
     assert np.mean(losses[:10]) > 0.8
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
     assert report.validation["val_latent"] < 0.9
+
+
+def test_regress_cross_steps_ask_the_latent_proxy(tmp_path, G, analyzer, data) -> None:
+    train_mapping(data, tmp_path, regress(steps=3), config=config(G), generator=G,
+                  analyzer=analyzer)
+    lines = list(read_log(tmp_path / "log.jsonl"))
+    assert "proxy_identity_cosine" in lines[0] and lines[0]["step"] == 0
+    steps = [line for line in lines if "loss" in line]
+    assert [line["cross"] for line in steps] == [False, False, True]
+    assert {"proxy_identity", "proxy_attributes", "adversarial", "d_loss"} <= set(steps[2])
+    assert "latent" in steps[0] and "proxy_identity" not in steps[0]
+    from facelatent.mapping.proxies import load_proxy
+
+    fit = load_proxy(tmp_path / "proxy.npz")
+    assert fit.proxy.attributes == PROXY_ATTRIBUTES
+    ids, attrs = fit.proxy(data.w[:3])
+    assert torch.allclose(ids.norm(dim=1), torch.ones(3)) and attrs.shape == (3, 6)
+
+
+def test_cross_steps_need_the_stores_scores(tmp_path, G, analyzer, data) -> None:
+    with pytest.raises(ValueError, match="cross-every 0"):
+        train_mapping(replace(data, scores=None), tmp_path, regress(), config=config(G),
+                      generator=G, analyzer=analyzer)
 
 
 def test_the_mapper_is_an_inversion_encoder(tmp_path, G, analyzer, data) -> None:

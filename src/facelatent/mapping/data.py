@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from facelatent.latents.store import LatentStore
+from facelatent.mapping.proxies import PROXY_ATTRIBUTES
 
 __all__ = ["TrainingData", "load_training_data"]
 
@@ -31,7 +32,9 @@ class TrainingData:
 
     ``images`` uint8 ``[N, 3, S, S]``; ``w`` float32 ``[N, w_dim]``; ``id_codes`` float32
     ``[N, 128]`` (unit embeddings of the full-size renders by the mapping's E_id); ``seeds``
-    int64 ``[N]``; rows ``[0, n_train)`` train, the rest validate.
+    int64 ``[N]``; ``scores`` float32 ``[N, K]``: the pose and expression scores of
+    :data:`~facelatent.mapping.proxies.PROXY_ATTRIBUTES` (None when the store has none); rows
+    ``[0, n_train)`` train, the rest validate.
     """
 
     images: np.ndarray
@@ -40,6 +43,7 @@ class TrainingData:
     seeds: np.ndarray
     n_train: int
     source: dict[str, Any]
+    scores: Tensor | None = None
 
     @property
     def n_val(self) -> int:
@@ -79,7 +83,12 @@ def load_training_data(store_path: str | Path, id_model: str = "sface",
     if not bool(finite.all()):
         raise ValueError(f"store {store_path} has {int((~finite).sum())} samples without a "
                          f"finite w or {id_model} embedding; run facelatent store verify on it")
+    scores = None
+    if all(name in spec.attributes for name in PROXY_ATTRIBUTES):
+        scores = torch.from_numpy(np.stack([store.scores(a) for a in PROXY_ATTRIBUTES], 1))
+        if not bool(torch.isfinite(scores).all()):
+            scores = None          # cross steps then refuse, saying why
     source = {"store": str(Path(store_path).resolve()), "generator": spec.generator,
               "truncation_psi": spec.truncation_psi, "seed_start": spec.seed_start,
               "samples": n, "image_size": spec.image_size, "holdout": holdout}
-    return TrainingData(images, w, ids, store.seeds(), n - holdout, source)
+    return TrainingData(images, w, ids, store.seeds(), n - holdout, source, scores)

@@ -42,6 +42,8 @@ class MappingLossWeights:
     reconstruction: float = 0.02    # same-image steps: 0.84 (1 - MS-SSIM) + 0.16 masked L1
     adversarial: float = 0.1        # non-saturating loss of D_W on the output w
     latent: float = 0.0             # same-image steps: whitened MSE to the known w (ours)
+    proxy_identity: float = 1.0     # regress cross steps: 1 - cos of the proxy's identity
+    proxy_attributes: float = 1.0   # regress cross steps: proxy pose/expression, standardised MSE
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -1,8 +1,12 @@
 """Training the mapping, in two stages, resumable and deterministic.
 
 1. ``regress`` (no generator in the loop): E_attr and M learn to predict each store sample's
-   known w from its render and its E_id embedding (whitened MSE). Cheap: a step reads
-   128 px images through a 0.2 M-parameter trunk, so a CPU does thousands.
+   known w from its render and its E_id embedding (whitened MSE). Every ``cross_every``-th
+   step pairs different faces instead and asks a latent proxy (:mod:`.proxies`: an MLP fitted
+   on the store that predicts the identity embedding and the pose and expression scores from
+   w) for the first face's identity and the second's pose and expression, with D_W keeping w
+   where the mapping network puts it. Cheap: a step reads 128 px images through a
+   0.2 M-parameter trunk, so a CPU does thousands.
 2. ``e2e`` (the paper's stage, the frozen generator in the loop): w from (identity image,
    attribute image) is rendered and judged by the identity, landmark, reconstruction and
    W-adversarial losses (:mod:`facelatent.mapping.losses`); every ``cross_every``-th step
@@ -44,13 +48,20 @@ from facelatent.mapping.checkpoint import Checkpoint, load_checkpoint, save_chec
 from facelatent.mapping.data import TrainingData
 from facelatent.mapping.losses import MappingLossWeights
 from facelatent.mapping.model import MapperConfig, build
+from facelatent.mapping.proxies import (
+    PROXY_ATTRIBUTES,
+    LatentProxy,
+    fit_proxy,
+    load_proxy,
+    save_proxy,
+)
 from facelatent.runs.sharded import Progress, check_resume
 
 __all__ = ["BALANCED", "PRESETS", "STAGES", "TrainReport", "TrainSettings", "preset", "read_log",
            "train_mapping"]
 
 STAGES = ("regress", "e2e")
-CHECKPOINT, LOG, FIRST_STAGE = "checkpoint.npz", "log.jsonl", "regress.npz"
+CHECKPOINT, LOG, FIRST_STAGE, PROXY = "checkpoint.npz", "log.jsonl", "regress.npz", "proxy.npz"
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,8 @@ class TrainSettings:
     disc_lr: float = 1e-4                 # Adam, D_W (e2e)
     seed: int = 0                         # initial weights and every batch
     holdout: int = 256                    # last store rows kept out for validation
-    cross_every: int = 3                  # e2e: every k-th step pairs different faces; 0: never
+    cross_every: int = 3                  # every k-th step pairs different faces; 0: never
+    proxy_steps: int = 1000               # regress cross steps: fitting steps of the proxy
     loss_size: int = 256                  # e2e: faces are compared at this side, px
     r1_gamma: float = 10.0                # e2e: R1 penalty on D_W's real w
     weights: MappingLossWeights = field(default_factory=MappingLossWeights)
@@ -78,9 +90,11 @@ class TrainSettings:
         for name in ("steps", "batch", "checkpoint_every", "validate_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.stage == "e2e" and self.batch < 2 and self.cross_every:
-            raise ValueError("e2e cross steps pair different faces of a batch: batch must be "
-                             "at least 2")
+        if self.batch < 2 and self.cross_every:
+            raise ValueError("cross steps pair different faces of a batch: batch must be at "
+                             "least 2 (or --cross-every 0)")
+        if self.proxy_steps < 1:
+            raise ValueError(f"proxy_steps must be at least 1, got {self.proxy_steps}")
         for name in ("lr", "disc_lr"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -186,6 +200,9 @@ def train_mapping(data: TrainingData, out: str | Path, settings: TrainSettings, 
         t0 = time.perf_counter()
         start = run.ckpt.step
         with _log_appender(out / LOG) as log:
+            if start == 0 and run.proxy_validation:
+                log({"stage": settings.stage, "step": 0,
+                     **{f"proxy_{k}": v for k, v in run.proxy_validation.items()}})
             for step in range(start, settings.steps):
                 log(run.step(step))
                 done = step + 1
@@ -211,9 +228,12 @@ class _Run:
         for p in G.parameters() if isinstance(G, torch.nn.Module) else ():
             p.requires_grad_(False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
+        self.proxy, self.proxy_validation = (_proxy(out, data, settings)
+                                             if settings.stage == "regress" else (None, {}))
+        adversarial = settings.stage == "e2e" or self.proxy is not None
         self.opt_d = (torch.optim.Adam(self.disc.parameters(), lr=settings.disc_lr,
                                        betas=(0.5, 0.999))
-                      if self.disc is not None and settings.stage == "e2e" else None)
+                      if self.disc is not None and adversarial else None)
         if "model" in ckpt.optimizers:
             self.opt.load_state_dict(ckpt.optimizers["model"])
         if self.opt_d is not None and "disc" in ckpt.optimizers:
@@ -276,11 +296,7 @@ class _Run:
         g = self._rng(step)
         rows = torch.randint(self.data.n_train, (s.batch,), generator=g)
         if s.stage == "regress":
-            images, w, ids = self.data.batch(rows, self.device)
-            w_hat = self.net(ids, images)
-            terms = {"latent": L.whitened_mse(w_hat, w, self.net.w_mean, self.net.w_std)}
-            total = terms["latent"].mean()
-            line: dict[str, Any] = {}
+            total, terms, line = self._regress_losses(step, rows, g)
         else:
             total, terms, line = self._e2e_losses(step, rows, g)
         if not torch.isfinite(total):
@@ -290,7 +306,7 @@ class _Run:
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         self.opt.step()
-        if s.stage == "e2e" and self._fake is not None:
+        if self._fake is not None:
             line.update(self._disc_step())
         self.ckpt.step = step + 1
         line = {"stage": s.stage, "step": step + 1, "loss": float(total.detach()),
@@ -299,10 +315,48 @@ class _Run:
                                             if isinstance(v, float)}]
         return line
 
+    def _regress_losses(self, step: int, rows: Tensor, g: torch.Generator,
+                        ) -> tuple[Tensor, dict[str, Tensor], dict[str, Any]]:
+        s, wt, net = self.settings, self.settings.weights, self.net
+        self._fake = None
+        if self.proxy is None or not _is_cross(s, step):
+            images, w, ids = self.data.batch(rows, self.device)
+            w_hat = net(ids, images)
+            terms = {"latent": L.whitened_mse(w_hat, w, net.w_mean, net.w_std)}
+            return terms["latent"].mean(), terms, ({"cross": False} if self.proxy else {})
+        # A cross step: identity from each face, pose and expression from the next one.
+        attr_rows = rows.roll(1)
+        images, _, _ = self.data.batch(attr_rows, self.device)
+        ids = self.data.id_codes[rows].to(self.device)
+        w_hat = net(ids, images)
+        flat = w_hat.mean(1) if w_hat.ndim == 3 else w_hat
+        pred_id, pred_attr = self.proxy(flat)
+        assert self.data.scores is not None
+        target = self.proxy.standardise(self.data.scores[attr_rows].to(self.device))
+        terms = {"proxy_identity": 1 - (pred_id * ids).sum(1),
+                 "proxy_attributes": (pred_attr - target).square().mean(1)}
+        self._adversarial(w_hat, terms, g)
+        weights = wt.as_dict()
+        total = sum(weights[k] * v.mean() for k, v in terms.items())
+        assert isinstance(total, Tensor)
+        return total, terms, {"cross": True}
+
+    def _adversarial(self, w_hat: Tensor, terms: dict[str, Tensor], g: torch.Generator) -> None:
+        """Add D_W's non-saturating term for ``w_hat`` and keep what its own step needs."""
+        net = self.net
+        if self.disc is None or self.opt_d is None or not self.settings.weights.adversarial:
+            return
+        fake = net.whiten(w_hat).reshape(-1, net.config.w_dim)
+        terms["adversarial"] = F.softplus(-self.disc(fake)).view(len(w_hat), -1).mean(1)
+        # D_W steps after the mapping's step (its update would change the weights the
+        # mapping's backward pass still needs); its real w are drawn here, from g.
+        real_rows = torch.randint(self.data.n_train, (len(fake),), generator=g)
+        self._fake, self._real_rows = fake.detach(), real_rows
+
     def _e2e_losses(self, step: int, rows: Tensor, g: torch.Generator,
                     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Any]]:
         s, wt, net = self.settings, self.settings.weights, self.net
-        cross = bool(s.cross_every) and step % s.cross_every == s.cross_every - 1
+        cross = _is_cross(s, step)
         # A cross step pairs each identity with the next face of the batch (never itself).
         attr_rows = rows.roll(1) if cross else rows
         attr_images, attr_w, _ = self.data.batch(attr_rows, self.device)
@@ -324,13 +378,7 @@ class _Run:
             terms["latent"] = L.whitened_mse(w_hat, attr_w, net.w_mean, net.w_std)
         line: dict[str, Any] = {"cross": cross}
         self._fake = None
-        if self.disc is not None and self.opt_d is not None and wt.adversarial:
-            fake = net.whiten(w_hat).reshape(-1, net.config.w_dim)
-            terms["adversarial"] = F.softplus(-self.disc(fake)).view(len(rows), -1).mean(1)
-            # D_W steps after the mapping's step (its update would change the weights the
-            # mapping's backward pass still needs); its real w are drawn here, from g.
-            real_rows = torch.randint(self.data.n_train, (len(fake),), generator=g)
-            self._fake, self._real_rows = fake.detach(), real_rows
+        self._adversarial(w_hat, terms, g)
         weights = wt.as_dict()
         total = sum(weights[k] * v.mean() for k, v in terms.items())
         assert isinstance(total, Tensor)
@@ -375,6 +423,33 @@ class _Run:
                   / max(1, sum(k in line for line in self.recent)) for k in sorted(keys)}
         return TrainReport(str(self.out), self.settings.stage, action, self.ckpt.step, steps_run,
                            seconds, recent, self.validation)
+
+
+def _is_cross(settings: TrainSettings, step: int) -> bool:
+    """Whether ``step`` pairs different faces: every ``cross_every``-th step (the last of each
+    group of ``cross_every``)."""
+    k = settings.cross_every
+    return bool(k) and step % k == k - 1
+
+
+def _proxy(out: Path, data: TrainingData, settings: TrainSettings,
+           ) -> tuple[LatentProxy | None, dict[str, float]]:
+    """The run's latent proxy for regress cross steps: read from ``out/proxy.npz``, or fitted
+    on the training rows (seeded by the run's seed) and saved there. None without cross steps."""
+    if not settings.cross_every:
+        return None, {}
+    path = out / PROXY
+    if path.exists():
+        fit = load_proxy(path)
+    else:
+        if data.scores is None:
+            raise ValueError("the regress stage's cross steps need the store's pose and "
+                             f"expression scores ({', '.join(PROXY_ATTRIBUTES)}); sample the "
+                             "store with its default --attributes, or pass --cross-every 0")
+        fit = fit_proxy(data.w, data.id_codes, data.scores, PROXY_ATTRIBUTES, data.n_train,
+                        steps=settings.proxy_steps, seed=settings.seed)
+        save_proxy(path, fit)
+    return fit.proxy.to(settings.device), fit.validation
 
 
 def _new_checkpoint(data: TrainingData, settings: TrainSettings, config: MapperConfig | None,
