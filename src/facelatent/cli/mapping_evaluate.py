@@ -43,6 +43,9 @@ def register(actions: argparse._SubParsersAction) -> None:  # type: ignore[type-
                    help="facelatent invert output folders: the mapping and both baselines")
     p.add_argument("--photo-pairs", type=int, default=None,
                    help="at most this many pairs per photo set (default: every ordered pair)")
+    p.add_argument("--judge", choices=("sface", "dlib"), default=None,
+                   help="recogniser that measures identity (default: the one the mapping did "
+                        "not train with; naming the training one is marked as not independent)")
     p.add_argument("--model", default=None, help="generator (default: the checkpoint's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--batch", type=int, default=4, help="faces per forward pass (default 4)")
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                               size=args.size, batch=args.batch, keep=args.keep,
                               walk_iterations=args.walk_iterations,
                               max_strength=args.max_strength, training=ckpt.data,
-                              progress=progress)
+                              judge=args.judge, progress=progress)
     paths = write_mapping_evaluation(ev, args.out, info={"checkpoint": str(args.checkpoint)})
     if args.json:
         print(json.dumps(read_json(paths["json"]), indent=2))

@@ -140,6 +140,7 @@ class MappingEvaluation:
         from facelatent.mapping.evaluate_report import summarise_set
 
         return {"identity_model": self.identity_model,
+                "independent_judge": self.identity_model != self.settings.get("id_model_trained"),
                 "same_person_threshold": SAME_PERSON_THRESHOLD[self.identity_model],
                 "settings": self.settings, "crossover_rule": CROSSOVER_RULE,
                 "sets": {k: summarise_set(s, self.identity_model) for k, s in self.sets.items()},
@@ -275,7 +276,7 @@ def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyze
                      photos: Sequence[str | Path] = (), inversions: Sequence[str | Path] = (),
                      photo_pairs: int | None = None, size: int = METRIC_SIZE, batch: int = 4,
                      keep: int = 6, walk_iterations: int = 3, max_strength: float = 3.0,
-                     training: Mapping[str, Any] | None = None,
+                     training: Mapping[str, Any] | None = None, judge: str | None = None,
                      progress: Progress | None = None) -> MappingEvaluation:
     """Evaluate ``mapper`` and the baselines on held-out generated pairs and on photos.
 
@@ -289,7 +290,10 @@ def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyze
     ``size``: px faces are measured at; ``batch``: faces per forward pass; ``keep``: pairs
     shown in the grids; ``walk_iterations``, ``max_strength`` (sigma): the walk's.
     ``training``: the checkpoint's ``data`` (``seed_start``, ``samples``): seeds inside it get
-    a note. ``analyzer``: default the mapper's. ``progress(done, total)``: images so far.
+    a note. ``judge``: the recogniser that measures identity (default: the one the mapping
+    did not train with; naming the training one is allowed, and the summary then says the
+    judge is not independent). ``analyzer``: default the mapper's. ``progress(done, total)``:
+    images so far.
     """
     check_evaluate_options(pairs=pairs, batch=batch, keep=keep, size=size,
                            walk_iterations=walk_iterations, max_strength=max_strength,
@@ -318,7 +322,13 @@ def evaluate_mapping(mapper: Mapper, generator: Generator, analyzer: FaceAnalyze
     plan = plan_walk(given) if given else None
     if plan is not None:
         plan.notes[:0] = skipped
-    identity_model = "dlib" if mapper.config.id_model == "sface" else "sface"
+    identity_model = judge or ("dlib" if mapper.config.id_model == "sface" else "sface")
+    if identity_model not in SAME_PERSON_THRESHOLD:
+        raise ValueError(f"judge must be one of {', '.join(SAME_PERSON_THRESHOLD)}, got "
+                         f"{identity_model!r}")
+    if identity_model == mapper.config.id_model:
+        notes.append(f"identity is judged by {identity_model}, the recogniser the mapping "
+                     "trained with: not an independent measure")
     an = analyzer or mapper.analyzer
     run = FaceMeter(mapper, generator, an, identity_model, int(size), int(batch), progress)
 
