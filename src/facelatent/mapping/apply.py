@@ -9,13 +9,8 @@ the rest of another, for every pair of two sets of faces, or along a path betwee
 
 The steps, and why each is so:
 
-1. **Inputs.** A spec is a seed list ("0-5,9": faces the generator makes at the checkpoint's
-   truncation), an image file, or a folder of images (sorted). The encoders were trained on
-   generated faces, which are FFHQ-aligned, so photos are detected and cut the same way
-   (the largest face, ``FaceAnalyzer.ffhq_align``); an image that is an aligned face already
-   (a generated one) may skip detection with ``aligned=True``. Faces are held at
-   :data:`FACE_SIZE` px, the size the training store keeps renders at and more than either
-   encoder reads (E_id a 112-150 px crop, E_attr the whole face at 128 px).
+1. **Inputs.** Seeds, image files and folders, aligned as the encoders' training faces were:
+   see :mod:`facelatent.mapping.inputs`.
 2. **Codes.** E_id runs once per identity face and E_attr once per attribute face; an N x M
    grid then costs N * M passes of the small MLP M, not of the encoders.
 3. **Paths.** Identity codes are unit vectors, so an identity path follows the great circle
@@ -29,13 +24,10 @@ The steps, and why each is so:
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +37,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from facelatent import __version__
-from facelatent.errors import FacelatentError, FileFormatError
+from facelatent.errors import FacelatentError
 from facelatent.faces.analysis import FaceAnalyzer
-from facelatent.faces.files import IMAGE_SUFFIXES, expand_paths
 from facelatent.generators.base import Generator
-from facelatent.images import from_uint8, load_rgb, resize, save_png, to_uint8
+from facelatent.images import resize, save_png, to_uint8
 from facelatent.io import atomic_path, save_npz, writer_lock
-from facelatent.latents.sampling import check_generate_options, latents_for_seeds
-from facelatent.mapping.mapper import MIN_SIDE, Mapper
-from facelatent.ranges import parse_seeds
+from facelatent.latents.sampling import check_generate_options
+from facelatent.mapping.inputs import (  # FACE_SIZE, load_faces: for __all__
+    FACE_SIZE,
+    MAX_IMAGES,
+    Faces,
+    Specs,
+    load_faces,
+    load_planned,
+    plan_inputs,
+    render_faces,
+)
+from facelatent.mapping.mapper import Mapper
 from facelatent.runs.sharded import Progress
 
 __all__ = ["APPLY_FORMAT", "FACE_SIZE", "MAX_IMAGES", "MODES", "Faces", "apply_to_dir",
@@ -63,38 +63,13 @@ __all__ = ["APPLY_FORMAT", "FACE_SIZE", "MAX_IMAGES", "MODES", "Faces", "apply_t
 APPLY_FORMAT = "facelatent.mapping.apply"
 APPLY_FORMAT_VERSION = 1
 MODES = ("swap", "identity", "attributes")   # swap: every pair; else the side that moves
-FACE_SIZE = 256       # px of input faces (less for a smaller generator); see step 1
 GRID_TILE = 256       # px, at most, of a grid tile
-MAX_IMAGES = 400      # renders per call: a 20 x 20 grid is 5,000 px square at 256 px tiles
 MAX_STEPS = 64        # columns of an interpolation
 CODE_BATCH = 32       # faces per encoder pass
-_SEEDS = re.compile(r"^[\d\s,-]+$")   # "0-5,9"; a file named like that is given as ./0-5
 _LABEL = 16           # characters of an input's name shown on the grid
 
 
-@dataclass
-class Faces:
-    """Faces ready for the mapping, in the order given.
-
-    ``images``: ``[N, 3, S, S]`` FFHQ-aligned float RGB in [-1, 1], on the CPU. ``names``: a
-    short unique label each ("seed0003", a file's stem). ``sources``: where each came from
-    ("seed 3" or the file's path). ``w``: ``[N, w_dim]`` the generator's w of faces made from
-    seeds (NaN rows for images), None when no face came from a seed.
-    """
-
-    images: Tensor
-    names: list[str]
-    sources: list[str]
-    w: Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-Specs = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]   # see load_faces
-
-
-# -- options and inputs --------------------------------------------------------------------------
+# -- options ------------------------------------------------------------------------------------
 def check_apply_options(mode: str = "swap", steps: int = 7, size: int = 256, batch: int = 4,
                         truncation_psi: float | None = None) -> None:
     """ValueError naming the option for anything :func:`apply_to_dir` would refuse, checked
@@ -109,117 +84,6 @@ def check_apply_options(mode: str = "swap", steps: int = 7, size: int = 256, bat
     check_generate_options(1.0 if truncation_psi is None else truncation_psi, size, batch,
                            psi_option="truncation_psi (--psi)", size_option="size (--size)",
                            batch_option="batch (--batch)")
-
-
-def _plan(specs: Specs, option: str) -> list[int | Path]:
-    """The inputs of specs in order, a seed (int) or an image file (Path) each, checked without
-    reading any image: malformed seeds, a missing path or an empty folder fail here, at once."""
-    if isinstance(specs, (str, os.PathLike)):
-        specs = [specs]
-    if not specs:
-        raise ValueError(f"{option} needs at least one input: seeds like 0-5, an image file or "
-                         "a folder of images")
-    plan: list[int | Path] = []
-    for spec in specs:
-        text, path = os.fspath(spec), Path(spec)
-        if not text.strip():                # Path("") is the current folder: never meant
-            raise ValueError(f"{option} got an empty input; give seeds like 0-5, an image "
-                             "file or a folder of images")
-        if isinstance(spec, str) and _SEEDS.match(text):
-            plan += parse_seeds(text, limit=MAX_IMAGES, option=option)
-        elif path.is_dir():
-            found = expand_paths([path])
-            for _, error in found:
-                if error:
-                    raise FileFormatError(f"{option} {path}: {error}")
-            if not found:
-                raise ValueError(f"{option} {path}: the folder holds no image files "
-                                 f"({', '.join(IMAGE_SUFFIXES)})")
-            plan += [p for p, _ in found]
-        elif path.exists():
-            plan.append(path)
-        else:
-            raise FileNotFoundError(f"{option} {text}: no such file or folder (expected seeds "
-                                    "like 0-5,9, an image file or a folder of images)")
-    return plan
-
-
-def load_faces(specs: Specs, generator: Generator, *, truncation_psi: float = 1.0,
-               aligned: bool = False, analyzer: FaceAnalyzer | None = None,
-               size: int | None = None, batch: int = 4, option: str = "inputs",
-               progress: Callable[[int], None] | None = None) -> Faces:
-    """Faces from seed lists, image files and folders (see step 1 of the module docstring).
-
-    ``truncation_psi``: of faces from seeds. ``aligned``: image files are FFHQ-aligned faces
-    already (square; only resized), else each is a photo whose largest face is detected and
-    aligned by ``analyzer`` (default: the shared one on the generator's device). ``size``: the
-    faces' side (default :data:`FACE_SIZE`, or the generator's resolution if smaller).
-    ``option`` names the inputs in messages ("--identity"). ``progress(n)``: after each face
-    or batch of faces. One-line errors: a missing or unreadable file, a photo without a face.
-    """
-    return _load(_plan(specs, option), generator, truncation_psi, aligned, analyzer,
-                 size or min(FACE_SIZE, int(generator.resolution)), batch, option, progress)
-
-
-def _load(plan: list[int | Path], generator: Generator, psi: float, aligned: bool,
-          analyzer: FaceAnalyzer | None, size: int, batch: int, option: str,
-          progress: Callable[[int], None] | None) -> Faces:
-    if size < MIN_SIDE:
-        raise ValueError(f"size must be at least {MIN_SIDE} px (the mapping's smallest input), "
-                         f"got {size}")
-    images: list[Tensor] = []
-    ws: list[Tensor] = []
-    for seeded, run in itertools.groupby(plan, key=lambda item: isinstance(item, int)):
-        items = list(run)
-        if seeded:                          # a run of seeds: rendered a batch at a time
-            for start in range(0, len(items), batch):
-                w = latents_for_seeds(generator, items[start:start + batch], psi)[1].float()
-                images.append(_render(generator, w, size))
-                ws.append(w)                                             # [B, w_dim]
-                if progress:
-                    progress(len(w))
-            continue
-        for path in items:
-            images.append(_image_face(path, size, aligned, analyzer, generator, option)[None])
-            ws.append(torch.full((1, int(generator.w_dim)), float("nan")))
-            if progress:
-                progress(1)
-    names = [f"seed{v:04d}" if isinstance(v, int) else v.stem for v in plan]
-    sources = [f"seed {v}" if isinstance(v, int) else str(v) for v in plan]
-    seeded_w = torch.cat(ws) if any(isinstance(v, int) for v in plan) else None
-    return Faces(torch.cat(images), _unique(names), sources, seeded_w)
-
-
-def _image_face(path: Path, size: int, aligned: bool, analyzer: FaceAnalyzer | None,
-                generator: Generator, option: str) -> Tensor:
-    """One file as an aligned face ``[3, size, size]``."""
-    image = from_uint8(load_rgb(path)[None])                     # [1, 3, H, W]
-    h, w = image.shape[-2:]
-    if aligned:
-        if h != w:
-            raise ValueError(f"{option} {path} is {w}x{h}; aligned inputs (--aligned) must be "
-                             "square FFHQ-aligned faces: drop --aligned to detect and align "
-                             "the face")
-        return resize(image, size)[0]
-    if analyzer is None:
-        from facelatent.faces.analysis import get_analyzer
-
-        analyzer = get_analyzer(generator.device)
-    crops, found = analyzer.ffhq_align([image[0]], size)
-    if not bool(found[0]):
-        raise ValueError(f"{option} {path}: no face found; give a photo with a clear, "
-                         "unoccluded face, or --aligned if it is an FFHQ-aligned face already")
-    return crops[0].cpu()
-
-
-def _unique(names: list[str]) -> list[str]:
-    """``names`` with ``-2``, ``-3`` appended to repeats, so every face has its own label."""
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
-    return out
 
 
 # -- latents ------------------------------------------------------------------------------------
@@ -286,13 +150,6 @@ def interpolate(mapper: Mapper, what: str, ends: Tensor, others: Tensor,
 
 
 # -- rendering ----------------------------------------------------------------------------------
-def _render(generator: Generator, ws: Tensor, size: int) -> Tensor:
-    """Images ``[B, 3, size, size]`` in [-1, 1] (clipped, as a saved image is), on the CPU."""
-    with torch.no_grad():
-        images = generator.synthesis(ws.to(generator.device))
-        return resize(images, size).clamp(-1, 1).cpu()
-
-
 def render(generator: Generator, ws: Tensor, each: Callable[[int, Tensor], None], *,
            size: int = 256, batch: int = 4, progress: Callable[[int], None] | None = None) -> None:
     """Render latents ``[R, C, w_dim]`` (or ``[R, C, num_ws, w_dim]``) row by row, ``batch``
@@ -303,7 +160,7 @@ def render(generator: Generator, ws: Tensor, each: Callable[[int, Tensor], None]
         raise FacelatentError("the mapping produced NaN or infinite latents; the checkpoint is "
                               "damaged or its training diverged: use an earlier checkpoint")
     for start in range(0, len(flat), batch):
-        images = _render(generator, flat[start:start + batch], size)
+        images = render_faces(generator, flat[start:start + batch], size)
         each(start, images)
         if progress:
             progress(len(images))
@@ -371,7 +228,7 @@ def apply_to_dir(mapper: Mapper, generator: Generator, identity: Faces | Specs,
     mapper.check_generator(generator)
     psi = float(mapper.generator.get("truncation_psi", 1.0) if truncation_psi is None
                 else truncation_psi)
-    sides = [x if isinstance(x, Faces) else _plan(x, f"--{name}")
+    sides = [x if isinstance(x, Faces) else plan_inputs(x, f"--{name}")
              for x, name in ((identity, "identity"), (attributes, "attributes"))]
     counts = [len(x) for x in sides]
     if mode == "swap":
@@ -387,10 +244,9 @@ def apply_to_dir(mapper: Mapper, generator: Generator, identity: Faces | Specs,
         to_load = sum(c for x, c in zip(sides, counts) if not isinstance(x, Faces))
         progress.start(to_load + rows * cols, 0)
     tick = progress.update if progress is not None else None
-    face_size = min(FACE_SIZE, int(generator.resolution))
     ids, attrs = (x if isinstance(x, Faces) else
-                  _load(x, generator, psi, aligned, analyzer or mapper.analyzer, face_size,
-                        batch, f"--{name}", tick)
+                  load_planned(x, generator, psi, aligned, analyzer or mapper.analyzer,
+                               batch=batch, option=f"--{name}", progress=tick)
                   for x, name in zip(sides, ("identity", "attributes")))
     ws, row_faces, head, pattern = _layout(mapper, mode, ids, attrs, steps)
     meta = {"mode": mode, "rows": _AXES[mode][0], "columns": _AXES[mode][1],

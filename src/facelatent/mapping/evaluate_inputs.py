@@ -19,6 +19,7 @@ from facelatent.faces.files import expand_paths
 from facelatent.generators.base import Generator
 from facelatent.images import from_uint8, load_rgb, resize
 from facelatent.inversion.files import FILES, load_inversion
+from facelatent.mapping.inputs import NoFaceError, align_face
 
 __all__ = ["cross_pairs", "load_inverted_faces", "load_photo_faces"]
 
@@ -40,8 +41,8 @@ def cross_pairs(faces: int, limit: int | None = None) -> np.ndarray:
 def load_photo_faces(analyzer: FaceAnalyzer, paths: Sequence[str | Path], size: int,
                      ) -> tuple[Tensor, list[str], list[str]]:
     """The largest face of each photo (files, or folders of them), FFHQ-aligned
-    (:meth:`FaceAnalyzer.ffhq_align`) to ``[F, 3, size, size]`` in [-1, 1]; with a label per
-    face (the file name) and notes on the photos left out."""
+    (:func:`~facelatent.mapping.inputs.align_face`) to ``[F, 3, size, size]`` in [-1, 1];
+    with a label per face (the file name) and notes on the photos left out."""
     faces: list[Tensor] = []
     labels: list[str] = []
     notes: list[str] = []
@@ -50,16 +51,16 @@ def load_photo_faces(analyzer: FaceAnalyzer, paths: Sequence[str | Path], size: 
             notes.append(error)
             continue
         try:
-            image = from_uint8(load_rgb(path)[None])
+            image = from_uint8(load_rgb(path)[None])[0]
         except (ValueError, OSError) as exc:
             notes.append(f"{path.name}: {str(exc).splitlines()[0]}")
             continue
-        with torch.no_grad():
-            crop, found = analyzer.ffhq_align([image[0]], size=size)
-        if not bool(found[0]):
+        try:
+            face = align_face(image, size, analyzer, source=path, option="--photos")
+        except NoFaceError:
             notes.append(f"{path.name}: no face found; left out")
             continue
-        faces.append(crop.cpu())
+        faces.append(face[None])
         labels.append(path.name)
     if len(faces) < MIN_FACES:
         raise ValueError(f"--photos: {len(faces)} face(s) found in {len(labels) + len(notes)} "
