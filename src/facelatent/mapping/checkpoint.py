@@ -92,8 +92,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         meta = json.loads(str(arrays.pop("meta")))
         config = MapperConfig.from_json(meta["config"])
         generator, stage, step = dict(meta["generator"]), str(meta["stage"]), int(meta["step"])
-        for key in ("name", "w_dim", "num_ws"):
-            generator[key]   # noqa: B018 (must be present)
+        missing = [k for k in ("name", "w_dim", "num_ws") if k not in generator]
+        if missing:
+            raise KeyError(f"generator {missing}")
     except (KeyError, TypeError, ValueError) as exc:
         raise FileFormatError(f"{path}: its metadata is incomplete or invalid ({exc}); "
                               f"expected {_KIND}") from None

@@ -27,6 +27,7 @@ What differs from the paper, and why:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -136,7 +137,7 @@ class LatentMLP(nn.Module):
     def __init__(self, in_dim: int, hidden: tuple[int, ...], out_dim: int) -> None:
         super().__init__()
         dims = (in_dim, *hidden, out_dim)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
 
     def forward(self, x: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):

@@ -24,12 +24,13 @@ an uninterrupted one and ends in the same state. A larger ``steps`` extends a fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -491,22 +492,14 @@ def _trim_log(path: Path, stage: str, step: int) -> None:
         tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
 
 
-class _log_appender:  # noqa: N801 (used as a context manager like open())
+@contextlib.contextmanager
+def _log_appender(path: Path) -> Iterator[Callable[[dict[str, Any]], None]]:
     """Append JSON lines to the log, flushed each time (a kill loses at most the last)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Any:
-        self.fh = open(self.path, "a", encoding="utf-8")
-
+    with open(path, "a", encoding="utf-8") as fh:
         def write(line: dict[str, Any]) -> None:
-            self.fh.write(json.dumps(line) + "\n")
-            self.fh.flush()
-        return write
-
-    def __exit__(self, *exc: object) -> None:
-        self.fh.close()
+            fh.write(json.dumps(line) + "\n")
+            fh.flush()
+        yield write
 
 
 def read_log(path: str | Path) -> Iterator[dict[str, Any]]:
