@@ -128,8 +128,26 @@ def test_cli_goes_on_past_bad_photos_and_exits_1(photos, tmp_path: Path, monkeyp
     (["--batch", "0"], "--batch must be at least 1"),
     (["--face", "-1"], "--face must be >= 0"),
     (["--size", "16"], "--size must be at least 64"),
-    (["--init", "encoder"], "Mapper.encode"),
+    (["--init", "encoder"], "go together"),
+    (["--mapping", "m.npz"], "go together"),
 ])
 def test_cli_checks_options_before_loading(argv, expect, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=expect):
         run_cli(["invert", "x.jpg", "--out", str(tmp_path), "--model", "no-such-model", *argv])
+
+
+def test_cli_starts_from_a_mapping_encoder(photos, tmp_path: Path, monkeypatch, capsys) -> None:
+    from facelatent.mapping import Checkpoint, MapperConfig, build, save_checkpoint
+
+    monkeypatch.setattr(analysis, "_default_loaders", loaders)
+    G = get_generator(TINY)
+    config = MapperConfig(w_dim=G.w_dim, num_ws=G.num_ws, attr_init="random", hidden=(32,))
+    net, _ = build(config)
+    ckpt = save_checkpoint(tmp_path / "m.npz", Checkpoint(
+        config, {"name": TINY, "w_dim": G.w_dim, "num_ws": G.num_ws}, net))
+    out = tmp_path / "out"
+    code = run_cli(["invert", str(photos["face"]), "--out", str(out), "--steps", "1", "--size",
+                    "64", "--model", TINY, "--device", "cpu", "--space", "w", "--init",
+                    "encoder", "--mapping", str(ckpt), "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert load_inversion(out / "face_face0").settings["init"] == "encoder"

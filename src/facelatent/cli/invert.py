@@ -24,7 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--face", type=int, default=None,
                    help="which face of each photo, 0 = the leftmost (default: every face)")
     p.add_argument("--init", choices=("mean", "encoder"), default="mean",
-                   help="start from w_avg (mean) or an encoder's guess (default mean)")
+                   help="start from w_avg (mean) or an encoder's guess (default mean; encoder "
+                        "needs --mapping)")
+    p.add_argument("--mapping", default=None, metavar="CHECKPOINT",
+                   help="with --init encoder: a trained mapping (facelatent mapping train) whose "
+                        "encode() gives the starting w")
     p.add_argument("--size", type=int, default=256,
                    help="side of the aligned crop in px (default 256, the loss size)")
     p.add_argument("--model", default="mobilestylegan-ffhq", help="generator name")
@@ -49,9 +53,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--face must be >= 0 (0 = the leftmost face), got {args.face}")
     if args.size < 64:
         raise ValueError(f"--size must be at least 64 px, got {args.size}")
-    inverter = Inverter(space, args.steps, init=args.init, batch_size=args.batch)
-    inverter.check_settings()             # before loading any model
-    G = get_generator(args.model, device=resolve_device(args.device, "--device"))
+    if (args.init == "encoder") != (args.mapping is not None):
+        raise ValueError("--init encoder and --mapping CHECKPOINT go together: the mapping is "
+                         "the encoder")
+    encoder = None
+    device = resolve_device(args.device, "--device")
+    if args.mapping is not None:
+        from facelatent.mapping import Mapper
+
+        encoder = Mapper.from_checkpoint(args.mapping, device)
+    inverter = Inverter(space, args.steps, init=args.init, batch_size=args.batch,
+                        encoder=None if encoder is None else encoder.encode)
+    inverter.check_settings()             # before loading the generator
+    G = get_generator(args.model, device=device)
+    if encoder is not None:
+        encoder.check_generator(G)
     with tqdm(total=1, unit="step", desc="invert", file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total

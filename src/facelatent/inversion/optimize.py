@@ -4,7 +4,7 @@ Protocol of :meth:`Inverter.fit`:
 
 1. Check the targets: FFHQ-aligned faces ``[N, 3, S, S]``, float RGB in [-1, 1].
 2. Start every face at ``w_avg`` (``init="mean"``) or at an encoder's guess (``init="encoder"``,
-   with ``encoder``: a callable targets -> w; the mapping issue's ``Mapper.encode`` fits here).
+   with ``encoder``: a callable targets -> w, e.g. :meth:`facelatent.mapping.Mapper.encode`).
 3. Optimise in units of the mapping network's per-dimension spread (``w = w_avg + w_std * v``),
    so one learning rate suits any generator: Adam, the rate ramped up over the first
    ``LR_RAMP_UP`` of the steps and down along a cosine over the last ``LR_RAMP_DOWN``.
@@ -118,9 +118,9 @@ class Inverter:
         if self.init not in INITS:
             raise ValueError(f"init must be 'mean' or 'encoder', got {self.init!r}")
         if self.init == "encoder" and self.encoder is None:
-            raise ValueError("init='encoder' needs an encoder (targets -> w), such as the "
-                             "mapping model's Mapper.encode, which this facelatent does not have "
-                             "yet; use init='mean'")
+            raise ValueError("init='encoder' needs an encoder (targets -> w), such as a "
+                             "trained mapping's Mapper.encode (on the command line: --mapping "
+                             "CHECKPOINT); or use init='mean'")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.loss_size < MIN_SIDE:
