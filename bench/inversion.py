@@ -16,6 +16,10 @@ cosine against the ORIGINAL photo (detected and aligned as any photo) and the fr
 above each recogniser's same-person threshold (facelatent.faces.calibration where it exists,
 else the provisional 0.31 SFace / 0.91 dlib). Ratios are against the baseline.
 
+``--mapping CHECKPOINT``: a run spec whose steps end in ``e`` (``wp:30e``) starts from the
+mapping's ``encode()`` (``Inverter(init="encoder")``) instead of ``w_avg``; ``wp:1e`` is close
+to the encoder alone.
+
 ``--sweep``: instead, compare loss weights (the sets in ``SWEEP``) at the last run's space and
 step count on the first ``--sweep-photos`` photos: how the weights in ``LossWeights`` were chosen.
 """
@@ -87,11 +91,14 @@ def load_faces(paths: list[Path], analyzer: object) -> tuple[list[Path], torch.T
 
 def run_one(G: object, analyzer: object, crops: torch.Tensor, photo_dlib: torch.Tensor,
             space: str, steps: int, batch: int, weights: object, limits: dict[str, float],
-            save: tuple[Path, list[Path], list[object]] | None = None) -> dict[str, float]:
+            save: tuple[Path, list[Path], list[object]] | None = None,
+            encoder: object = None) -> dict[str, float]:
     from facelatent.inversion import Inverter, save_inversion
 
     started = time.perf_counter()
-    res = Inverter(space, steps, batch_size=batch, weights=weights).fit(
+    init = "mean" if encoder is None else "encoder"
+    res = Inverter(space, steps, batch_size=batch, weights=weights, init=init,
+                   encoder=encoder).fit(  # type: ignore[arg-type]
         G, crops, analyzer).result_                   # type: ignore[arg-type]
     seconds = (time.perf_counter() - started) / len(crops)
     if save is not None:                              # for bench/edit_photos.py
@@ -154,6 +161,8 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     parser.add_argument("--weights", default="",
                         help="LossWeights changes for the runs, e.g. delta=0.5,prior=0.05")
+    parser.add_argument("--mapping", default=None,
+                        help="a mapping checkpoint: runs whose steps end in 'e' start from it")
     parser.add_argument("--save", default=None,
                         help="also write every inversion here (DIR/<space><steps>/<photo>_face0, "
                              "as `facelatent invert` does; bench/edit_photos.py reads them)")
@@ -179,10 +188,16 @@ def main() -> int:
     runs = []
     for spec in args.runs.split(","):
         parts = spec.split(":")
-        runs.append((parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else args.batch))
+        runs.append((parts[0], parts[1], int(parts[2]) if len(parts) > 2 else args.batch))
+    encoder = None
+    if args.mapping:
+        from facelatent.mapping import Mapper
+
+        encoder = Mapper.from_checkpoint(args.mapping, G.device, analyzer).encode
     rows: dict[str, dict[str, float]] = {}
     if args.sweep:
-        space, steps, batch = runs[-1]
+        space, steps_spec, batch = runs[-1]
+        steps = int(steps_spec.rstrip("e"))
         n = args.sweep_photos
         for name, change in SWEEP.items():
             weights = replace(LossWeights(), **change)
@@ -190,13 +205,19 @@ def main() -> int:
                                  weights, limits)
             print(f"  {name}: {rows[name]}", file=sys.stderr, flush=True)
     else:
-        for space, steps, batch in runs:
-            name = f"{space}:{steps}" + (f" b{batch}" if batch > 1 else "")
+        for space, steps_spec, batch in runs:
+            steps = int(steps_spec.rstrip("e"))
+            from_encoder = steps_spec.endswith("e")
+            if from_encoder and encoder is None:
+                raise SystemExit(f"run {space}:{steps_spec} starts from the mapping: pass "
+                                 "--mapping CHECKPOINT")
+            name = f"{space}:{steps_spec}" + (f" b{batch}" if batch > 1 else "")
             changes = {k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",")
                                                 if kv)}
             rows[name] = run_one(G, analyzer, crops, photo_dlib, space, steps, batch,
                                  replace(LossWeights(), **changes), limits,
-                                 (Path(args.save), paths, transforms) if args.save else None)
+                                 (Path(args.save), paths, transforms) if args.save else None,
+                                 encoder if from_encoder else None)
             print(f"  {name}: {rows[name]}", file=sys.stderr, flush=True)
     print_table(rows)
     if args.json:
