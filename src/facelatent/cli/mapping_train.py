@@ -30,6 +30,9 @@ def register(actions: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--steps", type=int, help="override the preset's step count")
     p.add_argument("--batch", type=int, help="override the preset's faces per step")
     p.add_argument("--lr", type=float, help="override the preset's learning rate")
+    p.add_argument("--cross-every", type=int,
+                   help="every k-th step pairs different faces (default 3; 0: never; regress "
+                        "judges them with the latent proxy, e2e with the face models)")
     p.add_argument("--checkpoint-every", type=int,
                    help="steps between checkpoints (default: preset; does not change results)")
     p.add_argument("--seed", type=int, default=0, help="initial weights and every batch")
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, "--device")
     overrides: dict[str, Any] = {k: v for k, v in (("steps", args.steps), ("batch", args.batch),
                                                    ("lr", args.lr),
-                                                   ("checkpoint_every", args.checkpoint_every))
+                                                   ("checkpoint_every", args.checkpoint_every),
+                                                   ("cross_every", args.cross_every))
                                  if v is not None}
     settings = preset(args.preset, args.stage, seed=args.seed, holdout=args.holdout,
                       device=str(device), **overrides)
