@@ -8,7 +8,8 @@ Times, each the median of ``--repeats`` calls after one warm-up:
 - the baseline: ``G.synthesis(w)`` for one face (what any edit or sample costs);
 - apply: one identity/attribute swap, E_id + E_attr + M, then the same synthesis;
 - encode alone: E_id + E_attr + M for one pair (what the mapping adds);
-- a ``regress`` training step at the CPU preset's batch (32 faces, no generator);
+- a ``regress`` training step at the CPU preset's batch (32 faces, no generator; a third of
+  the steps are proxy-judged cross steps);
 - an ``e2e`` training step at the CPU preset's batch (4 faces: render, identity, landmarks,
   reconstruction, D_W and its R1), forward and backward.
 
@@ -37,6 +38,7 @@ from facelatent.faces.analysis import FaceAnalyzer, get_analyzer, random_face_lo
 from facelatent.generators import get_generator
 from facelatent.mapping import Mapper, MapperConfig, build
 from facelatent.mapping.data import TrainingData
+from facelatent.mapping.proxies import PROXY_ATTRIBUTES
 from facelatent.mapping.train import preset, train_mapping
 
 
@@ -66,7 +68,8 @@ def fake_data(G: Any, n: int, size: int) -> TrainingData:
     codes = torch.nn.functional.normalize(torch.randn(n, 128, generator=gen), dim=1)
     source = {"generator": G.name, "truncation_psi": 1.0, "samples": n, "image_size": size,
               "holdout": 8, "seed_start": 0}
-    return TrainingData(images, w, codes, np.arange(n), n - 8, source)
+    scores = torch.randn(n, len(PROXY_ATTRIBUTES), generator=gen)
+    return TrainingData(images, w, codes, np.arange(n), n - 8, source, scores)
 
 
 def bench(device: torch.device, tiny: bool, checkpoint: str | None, repeats: int) -> dict[str, Any]:
@@ -96,12 +99,13 @@ def bench(device: torch.device, tiny: bool, checkpoint: str | None, repeats: int
     size = 64 if tiny else 256
     data = fake_data(G, 64, size)
     for stage in ("regress", "e2e"):
-        settings = preset("cpu", stage, device=str(device), holdout=8)
+        # the proxy's fit (once per run, about 30 s) is not a step: fit a small one
+        settings = preset("cpu", stage, device=str(device), holdout=8, proxy_steps=20)
         steps = 1 + repeats
         with tempfile.TemporaryDirectory() as tmp:
             if stage == "e2e":
                 train_mapping(data, tmp, preset("cpu", "regress", steps=1, holdout=8,
-                                                device=str(device)),
+                                                proxy_steps=20, device=str(device)),
                               config=config, generator=G, analyzer=analyzer)
             # one warm-up step, then ``repeats`` steps; the step time is their mean
             train_mapping(data, tmp, replace(settings, steps=1, checkpoint_every=10**6,
