@@ -178,24 +178,21 @@ def run_shard(job: ShardJob, models: Models | None = None,
                 t0 = time.perf_counter()
                 images = G.synthesis(w[start:start + s.batch].to(G.device))
                 _sync(images.device)
-                t1 = time.perf_counter()
-                if s.image_size:
+                if s.image_size:         # kept renders count as generating
                     kept.append(to_uint8(resize(images, s.image_size)).transpose(0, 3, 1, 2))
-                if analyzer is None:
-                    seconds["generate"] += t1 - t0
-                    if on_batch is not None:
-                        on_batch(images.shape[0])
-                    continue
-                geom = analyzer.locate(images, generated=True, landmarks=landmarks)
-                if s.attributes:
-                    part = analyzer.score(images, s.attributes, geometry=geom)
-                    for name in s.attributes:
-                        scores[name].append(part[name].float().cpu().numpy())
-                t2 = time.perf_counter()
-                for model in s.identity:
-                    embeds[model].append(analyzer.embed(images, model, geometry=geom)
-                                         .float().cpu().numpy())
-                t3 = time.perf_counter()
+                t1 = t2 = t3 = time.perf_counter()
+                if s.attributes or s.identity:
+                    assert analyzer is not None
+                    geom = analyzer.locate(images, generated=True, landmarks=landmarks)
+                    if s.attributes:
+                        part = analyzer.score(images, s.attributes, geometry=geom)
+                        for name in s.attributes:
+                            scores[name].append(part[name].float().cpu().numpy())
+                    t2 = time.perf_counter()
+                    for model in s.identity:
+                        embeds[model].append(analyzer.embed(images, model, geometry=geom)
+                                             .float().cpu().numpy())
+                    t3 = time.perf_counter()
                 seconds["generate"] += t1 - t0
                 seconds["score"] += t2 - t1
                 seconds["embed"] += t3 - t2

@@ -46,6 +46,12 @@ class TrainingData:
     scores: Tensor | None = None
 
     @property
+    def key(self) -> dict[str, Any]:
+        """What a resumed run must train on again: the source without its path (a store may
+        move)."""
+        return {k: v for k, v in self.source.items() if k != "store"}
+
+    @property
     def n_val(self) -> int:
         return len(self.seeds) - self.n_train
 

@@ -4,7 +4,8 @@
   (unit 128-d vectors, summed over dimensions: 0 for the same embedding, about 9 for
   orthogonal ones), paper weight 1;
 - landmarks: mean squared distance of the 68 face-api landmarks of the output and of the
-  attribute image, in pixels at ``loss_size``, paper weight 0.001;
+  attribute image (``FaceAnalyzer.locate(..., generated=True).points68``: the landmark net in
+  the fixed face box, differentiable), in pixels at ``loss_size``, paper weight 0.001;
 - reconstruction, on same-image steps only: ``0.84 (1 - MS-SSIM) + 0.16 L1``, the L1 masked to
   the face ellipse of FFHQ-aligned faces (the paper masks the background out), weight 0.02;
 - adversarial: non-saturating, D_W on w (whitened), with R1 (gamma 10) on real w;
@@ -23,13 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from facelatent.faces import align
-from facelatent.faces.analysis import FaceAnalyzer
 from facelatent.faces.photo_align import face_mask
 from facelatent.inversion.losses import ms_ssim
 
-__all__ = ["MappingLossWeights", "disc_loss", "identity_l1", "landmark_mse", "landmarks",
-           "reconstruction", "whitened_mse"]
+__all__ = ["MappingLossWeights", "disc_loss", "identity_l1", "landmark_mse", "reconstruction",
+           "whitened_mse"]
 
 
 @dataclass(frozen=True)
@@ -54,13 +53,6 @@ def identity_l1(embeddings: Tensor, targets: Tensor) -> Tensor:
     return (embeddings - targets).abs().sum(1)
 
 
-def landmarks(analyzer: FaceAnalyzer, faces: Tensor) -> Tensor:
-    """face-api's 68 landmarks of FFHQ-aligned faces ``[N, 3, S, S]`` inside the fixed face box,
-    in pixels -> ``[N, 68, 2]``; differentiable in ``faces``."""
-    net = analyzer.model("landmarks68")
-    return net.landmarks(faces, align.generated_face_boxes(faces))
-
-
 def landmark_mse(points: Tensor, targets: Tensor) -> Tensor:
     """Mean squared distance per face of ``[N, 68, 2]`` points to targets -> ``[N]``."""
     return (points - targets).square().sum(-1).mean(-1)
@@ -75,13 +67,12 @@ def reconstruction(faces: Tensor, targets: Tensor) -> Tensor:
     return 0.84 * (1 - ms_ssim(faces, targets)) + 0.16 * l1
 
 
-def whitened_mse(w: Tensor, target: Tensor, w_mean: Tensor, w_std: Tensor) -> Tensor:
+def whitened_mse(w: Tensor, target: Tensor, w_std: Tensor) -> Tensor:
     """Mean squared error per face of w ``[N, w_dim]`` (or W+ ``[N, L, w_dim]``, each layer
     against the same target) to target ``[N, w_dim]``, in units of ``w_std`` -> ``[N]``."""
     if w.ndim == 3:
         target = target[:, None]
-    d = ((w - w_mean) - (target - w_mean)) / w_std
-    return d.square().flatten(1).mean(1)
+    return ((w - target) / w_std).square().flatten(1).mean(1)
 
 
 def disc_loss(disc: torch.nn.Module, real: Tensor, fake: Tensor, r1_gamma: float,

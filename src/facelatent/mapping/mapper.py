@@ -107,12 +107,7 @@ class Mapper:
         return self.swap(faces, faces)
 
     def _check(self, faces: Tensor, name: str) -> Tensor:
-        check_images(faces, name, values=False)
-        if min(faces.shape[-2:]) < MIN_SIDE:
-            raise ValueError(f"{name} must be FFHQ-aligned faces of at least {MIN_SIDE} px, got "
-                             f"{list(faces.shape[-2:])}")
-        if not torch.isfinite(faces).all():
-            raise ValueError(f"{name} hold NaN or infinity")
+        check_images(faces, name, min_side=MIN_SIDE, what="FFHQ-aligned faces in [-1, 1]")
         return faces.to(self.device)
 
 

@@ -159,7 +159,6 @@ class _Run:
     def open(cls, out: Path, data: TrainingData, settings: TrainSettings,
              config: MapperConfig | None, G: Generator, analyzer: FaceAnalyzer) -> _Run:
         path = out / CHECKPOINT
-        data_key = {k: v for k, v in data.source.items() if k != "store"}
         if not path.exists():
             if settings.stage != "regress":
                 raise ValueError(f"{out} has no checkpoint to start the e2e stage from: train "
@@ -167,7 +166,7 @@ class _Run:
             return cls(out, data, settings, _new_checkpoint(data, settings, config, G, analyzer),
                        G, analyzer, "created")
         ckpt = load_checkpoint(path)
-        check_resume(f"mapping data of {out}", ckpt.data, data_key,
+        check_resume(f"mapping data of {out}", ckpt.data, data.key,
                      "Train on the same store (and --holdout), or use a new --out folder.")
         if ckpt.stage == settings.stage:
             held = TrainSettings.from_json(ckpt.settings)
@@ -233,7 +232,7 @@ class _Run:
         if self.proxy is None or not _is_cross(s, step):
             images, w, ids = self.data.batch(rows, self.device)
             w_hat = net(ids, images)
-            terms = {"latent": L.whitened_mse(w_hat, w, net.w_mean, net.w_std)}
+            terms = {"latent": L.whitened_mse(w_hat, w, net.w_std)}
             return terms["latent"].mean(), terms, ({"cross": False} if self.proxy else {})
         # A cross step: identity from each face, pose and expression from the next one.
         attr_rows = rows.roll(1)
@@ -281,12 +280,12 @@ class _Run:
             terms["identity"] = L.identity_l1(emb, ids)
         if wt.landmarks:
             with torch.no_grad():
-                target_points = L.landmarks(self.analyzer, targets)
-            terms["landmarks"] = L.landmark_mse(L.landmarks(self.analyzer, faces), target_points)
+                target_points = self._points(targets)
+            terms["landmarks"] = L.landmark_mse(self._points(faces), target_points)
         if not cross and wt.reconstruction:
             terms["reconstruction"] = L.reconstruction(faces, targets)
         if not cross and wt.latent:
-            terms["latent"] = L.whitened_mse(w_hat, attr_w, net.w_mean, net.w_std)
+            terms["latent"] = L.whitened_mse(w_hat, attr_w, net.w_std)
         line: dict[str, Any] = {"cross": cross}
         self._fake = None
         self._adversarial(w_hat, terms, g)
@@ -294,6 +293,12 @@ class _Run:
         total = sum(weights[k] * v.mean() for k, v in terms.items())
         assert isinstance(total, Tensor)
         return total, terms, line
+
+    def _points(self, faces: Tensor) -> Tensor:
+        """face-api's 68 landmarks of FFHQ-aligned faces, in pixels, differentiable."""
+        points = self.analyzer.locate(faces, generated=True).points68
+        assert points is not None
+        return points
 
     def _disc_step(self) -> dict[str, float]:
         assert self.disc is not None and self.opt_d is not None and self._fake is not None
@@ -316,7 +321,7 @@ class _Run:
             rows = torch.arange(start, min(start + chunk, len(self.data.seeds)))
             images, w, ids = self.data.batch(rows, self.device)
             w_hat = self.net(ids, images)
-            errors.append(L.whitened_mse(w_hat, w, self.net.w_mean, self.net.w_std).cpu())
+            errors.append(L.whitened_mse(w_hat, w, self.net.w_std).cpu())
         self.net.train()
         value = float(torch.cat(errors).mean()) if errors else float("nan")
         self.validation = {"val_latent": value}
@@ -379,9 +384,8 @@ def _new_checkpoint(data: TrainingData, settings: TrainSettings, config: MapperC
     generator = {"name": data.source["generator"], "w_dim": G.w_dim, "num_ws": G.num_ws,
                  "resolution": int(G.resolution),
                  "truncation_psi": data.source["truncation_psi"]}
-    data_key = {k: v for k, v in data.source.items() if k != "store"}
     return Checkpoint(config, generator, net, disc, settings.stage, 0, settings.to_json(),
-                      data_key)
+                      data.key)
 
 
 def _trim_log(path: Path, stage: str, step: int) -> None:
@@ -389,17 +393,10 @@ def _trim_log(path: Path, stage: str, step: int) -> None:
     run left), so a resumed run logs each step once."""
     if not path.exists():
         return
-    kept = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError:
-            continue          # a line cut short by the kill
-        if line.get("stage") == stage and int(line.get("step", 0)) > step:
-            continue
-        kept.append(raw)
+    kept = [line for line in read_log(path)
+            if line.get("stage") != stage or int(line.get("step", 0)) <= step]
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        tmp.write_text("".join(json.dumps(line) + "\n" for line in kept), encoding="utf-8")
 
 
 @contextlib.contextmanager
