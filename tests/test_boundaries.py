@@ -193,17 +193,58 @@ def test_load_interfacegan_npy(tmp_path: Path) -> None:
     assert (c.space, c.attribute) == ("z", "age") and c.provenance["conditions"] == ["gender", "eyeglasses"]
 
 
+@pytest.mark.parametrize(("name", "space", "attribute", "extra"), [
+    ("stylegan_ffhq_age_w_boundary.npy", "w", "age", {"model": "stylegan_ffhq"}),
+    ("stylegan_ffhq_age_boundary.npy", "z", "age", {"model": "stylegan_ffhq"}),     # IFG: no token = Z
+    ("pggan_celebahq_quality_boundary.npy", "z", "quality", {"model": "pggan_celebahq"}),
+    ("stylegan_celebahq_eyeglasses_c_age_boundary.npy", "z", "eyeglasses",
+     {"model": "stylegan_celebahq", "conditions": ["age"]}),
+    ("age_r0.02_w.npy", "w", "age", {}),              # the dot is part of the name, not its end
+    ("age_w_r0.02.npy", "w", "age", {}),
+    ("smile_logit_w.npy", "w", "smile_logit", {}),    # the longest known name wins over "smile"
+    ("my.model.v2_mouth_open_wp.npy", "wp", "mouth_open", {}),
+    ("boundary_yaw_z.npy", "z", "yaw", {}),
+    ("W_Gender.NPY", "w", "gender", {}),
+    ("age.npy", None, "age", {}),                     # no space token: the caller must say
+    ("direction_0.3.npy", None, "direction_0.3", {}),
+])
+def test_boundary_names_are_read_from_known_tokens(name: str, space: str | None, attribute: str,
+                                                   extra: dict) -> None:
+    from facelatent.boundaries.boundary import parse_boundary_name
+    assert parse_boundary_name(name) == (space, attribute, extra)
+
+
+def test_a_npy_without_a_space_in_its_name_needs_one(tmp_path: Path) -> None:
+    v = np.random.default_rng(3).normal(size=(1, 8))
+    path = tmp_path / "age_r0.02.npy"
+    np.save(path, v / np.linalg.norm(v))
+    with pytest.raises(ValueError, match=r"cannot tell the latent space.*--space"):
+        load_boundary(path)
+    b = load_boundary(path, space="w")
+    assert (b.space, b.attribute) == ("w", "age")
+    np.save(tmp_path / "age_r0.02_w.npy", v / np.linalg.norm(v))          # the case
+    assert load_boundary(tmp_path / "age_r0.02_w.npy", space="z").space == "w"   # the name wins
+    with pytest.raises(ValueError, match="space must be one of"):
+        load_boundary(path, space="x")
+
+
+def test_known_attribute_names_cover_every_score() -> None:
+    from facelatent.boundaries.boundary import KNOWN_ATTRIBUTES
+    from facelatent.faces.analysis import ATTRIBUTES
+    assert set(ATTRIBUTES) <= set(KNOWN_ATTRIBUTES)
+
+
 def test_non_unit_npy_is_normalised_loudly(tmp_path: Path) -> None:
     v = np.full((1, 4), 1.0)                                 # norm 2
-    np.save(tmp_path / "pose.npy", v)
+    np.save(tmp_path / "pose_z.npy", v)
     with pytest.warns(UserWarning, match="norm 2"):
-        b = load_boundary(tmp_path / "pose.npy")
+        b = load_boundary(tmp_path / "pose_z.npy")
     assert b.provenance["original_norm"] == pytest.approx(2.0)
     assert np.allclose(b.normal, 0.5)
     np.save(tmp_path / "pose2.npy", v / 2 * (1 + 5e-5))     # within 1e-4: quiet, norm still kept
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert load_boundary(tmp_path / "pose2.npy").provenance["original_norm"] == pytest.approx(1 + 5e-5)
+        assert load_boundary(tmp_path / "pose2.npy", space="z").provenance["original_norm"] == pytest.approx(1 + 5e-5)
 
 
 @pytest.mark.parametrize(("array", "match"), [
@@ -211,9 +252,9 @@ def test_non_unit_npy_is_normalised_loudly(tmp_path: Path) -> None:
     (np.zeros((2, 2, 2)), "shape"), (np.arange(4), "floats"),
 ])
 def test_bad_npy_files(tmp_path: Path, array: np.ndarray, match: str) -> None:
-    np.save(tmp_path / "bad.npy", array)
+    np.save(tmp_path / "bad_w.npy", array)
     with pytest.raises(ValueError, match=match):
-        load_boundary(tmp_path / "bad.npy")
+        load_boundary(tmp_path / "bad_w.npy")
 
 
 def test_bad_npz_files(tmp_path: Path) -> None:
@@ -223,9 +264,13 @@ def test_bad_npz_files(tmp_path: Path) -> None:
     np.savez(tmp_path / "no_intercept.npz", normal=np.ones(4) / 2)
     with pytest.raises(ValueError, match="intercept"):
         load_boundary(tmp_path / "no_intercept.npz")
-    np.savez(tmp_path / "long.npz", normal=np.ones(4), intercept=0.0)
+    np.savez(tmp_path / "long.npz", normal=np.ones(4), intercept=0.0, space="w")
     with pytest.raises(ValueError, match="unit length"):
         load_boundary(tmp_path / "long.npz")
+    np.savez(tmp_path / "spaceless.npz", normal=np.ones(4) / 2, intercept=0.0)   # says no space
+    with pytest.raises(ValueError, match="cannot tell the latent space"):
+        load_boundary(tmp_path / "spaceless.npz")
+    assert load_boundary(tmp_path / "spaceless.npz", space="z").space == "z"
     (tmp_path / "text.npz").write_text("not a boundary")
     with pytest.raises(ValueError, match="text.npz is not an .npz archive: it is a text file"):
         load_boundary(tmp_path / "text.npz")

@@ -103,3 +103,45 @@ def test_estimators_give_what_their_functions_give() -> None:
     direct = fit_identity_boundaries(arrays, references=3, seed=2)
     np.testing.assert_array_equal(fitted.normals_, direct.normals)
     assert fitted.boundaries_.provenance["seed"] == 2
+
+
+def test_interfacegan_protocol_is_its_split_and_svc_index_for_index() -> None:
+    """protocol="interfacegan": a descending argsort, int(N * ratio) per class, int(n * 0.7) of
+    each shuffled by the legacy generator seeded with random_state (positives first), svc on raw
+    latents. The official train_boundary run after np.random.seed(S) gives cosine 1.000000 to
+    this (measured outside the repo on a real store; README)."""
+    from sklearn.svm import SVC
+
+    x, s = data(n=1000, dim=6, seed=4)
+    est = LinearBoundary(solver="svc", protocol="interfacegan", random_state=7, bootstrap=0)
+    est.fit(x, s)
+    order = np.argsort(s.reshape(-1, 1), axis=0)[::-1, 0]
+    n_each, n_train = 20, 14                               # int(1000 * 0.02), int(20 * 0.7)
+    legacy = np.random.RandomState(7)
+    pos, neg = np.arange(n_each), np.arange(n_each)
+    legacy.shuffle(pos)
+    legacy.shuffle(neg)
+    rows = np.r_[order[:n_each][pos[:n_train]], order[-n_each:][neg[:n_train]]]
+    ref = SVC(kernel="linear").fit(x[rows].astype(np.float64), np.r_[np.ones(n_train), np.zeros(n_train)])
+    w = ref.coef_[0] / np.linalg.norm(ref.coef_[0])
+    assert float(w @ est.normal_) == pytest.approx(1.0, abs=1e-6)
+    assert est.n_train_ == 2 * n_train and est.n_val_ == 2 * (n_each - n_train)
+    # Both remaining accuracies, each with its own labels.
+    middle = order[n_each:-n_each]
+    pred = x[middle].astype(np.float64) @ est.normal_.astype(np.float64) + est.intercept_ > 0
+    midpoint = s[middle] >= (s.max() + s.min()) / 2
+    assert est.remaining_accuracy_interfacegan_ == pytest.approx(np.mean(pred == midpoint), abs=1e-3)
+    assert est.remaining_accuracy_ == pytest.approx(np.mean(pred == (s[middle] > np.median(s))), abs=1e-3)
+    b = est.to_boundary("age", "w")
+    assert b.provenance["protocol"] == "interfacegan"
+    assert {"remaining_accuracy", "remaining_accuracy_interfacegan"} <= set(b.metrics)
+
+
+@pytest.mark.parametrize("kwargs", [dict(solver="logistic"), dict(solver="svc", C=0.5),
+                                    dict(solver="svc", standardize=True)])
+def test_interfacegan_protocol_refuses_other_settings(kwargs) -> None:
+    x, s = data()
+    with pytest.raises(ValueError, match="protocol 'interfacegan'"):
+        LinearBoundary(protocol="interfacegan", **kwargs).fit(x, s)
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        LinearBoundary(protocol="ifg").fit(x, s)

@@ -14,9 +14,12 @@ to the hyperplane (the normal has unit length). Files are `.npz` archives writte
     provenance  JSON object (command, store, solver, seed, versions, timestamps, ...)
 
 `load_boundary` also reads InterFaceGAN's published `.npy` files: a `(1, 512)` unit normal and
-nothing else, so the intercept is unknown (0, with `provenance["intercept_known"] = False`), and
-the space and attribute are guessed from the file name (`stylegan_ffhq_age_w_boundary.npy` is
-"age" in "w"; a name without a `w` token is "z").
+nothing else, so the intercept is unknown (0, with `provenance["intercept_known"] = False`).
+The space and attribute come from known tokens of the file name (`parse_boundary_name`), never
+from its first dot: `stylegan_ffhq_age_w_boundary.npy` is "age" in "w", InterFaceGAN's own
+`pggan_*` and `stylegan_*` names without a space token are "z" (its convention), and
+`age_r0.02_w.npy` is "age" in "w". A name that says no space (`boundary.npy`, `age.npy`) needs
+the space from the caller (`space=`, `--space`): guessing it would edit in the wrong space.
 """
 
 from __future__ import annotations
@@ -35,6 +38,16 @@ from facelatent.errors import FileFormatError
 from facelatent.io import check_header, jsonable, load_npy, load_npz, save_npz
 
 SPACES = ("z", "w", "wp")
+# Attribute names a boundary file name may hold: InterFaceGAN's and facelatent's scores
+# (tests/test_boundaries_files.py checks that every facelatent attribute is here).
+KNOWN_ATTRIBUTES = (
+    "pose", "smile", "age", "gender", "eyeglasses", "quality",                  # InterFaceGAN
+    "gender_logit", "smile_logit", "expression_neutral", "expression_happy", "expression_sad",
+    "expression_angry", "expression_fearful", "expression_disgusted", "expression_surprised",
+    "yaw", "pitch", "roll", "mouth_open", "eyes_open",
+)
+# Generators whose InterFaceGAN file names carry no space token for Z (`stylegan_ffhq_age_boundary`).
+INTERFACEGAN_MODELS = ("pggan", "stylegan")
 NPZ_KEYS = ("normal", "intercept", "space", "attribute", "metrics", "provenance")
 FORMAT = "facelatent.boundary"
 FORMAT_VERSION = 1
@@ -132,9 +145,14 @@ class Boundary:
         return save_npz(path, arrays, format=FORMAT, version=FORMAT_VERSION)
 
 
-def load_boundary(path: str | os.PathLike[str]) -> Boundary:
+def load_boundary(path: str | os.PathLike[str], space: str | None = None) -> Boundary:
     """Read one of our `.npz` boundary files (with or without the format header), or an
     InterFaceGAN `.npy` normal.
+
+    `space` ("z", "w" or "wp") is the space of a file that does not say one: a `.npy` whose
+    name holds no space token (`parse_boundary_name`) or an old `.npz` without a `space` key.
+    What the file says wins (`editing.load_edit_boundary` overrides it on request). A file whose
+    space can be told neither way is a `FileFormatError` asking for it.
 
     Every way a file can be wrong (missing, a folder, empty, truncated, text, pickled, other
     keys, a bad shape, NaN or zero normals) is one `FileFormatError` (a ValueError) naming the
@@ -144,8 +162,10 @@ def load_boundary(path: str | os.PathLike[str]) -> Boundary:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no boundary file at {path}")
+    if space is not None and space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     if _head(path) == NPY_MAGIC:
-        return _from_npy(path, load_npy(path, max_elements=MAX_ELEMENTS, kind=KIND))
+        return _from_npy(path, load_npy(path, max_elements=MAX_ELEMENTS, kind=KIND), space)
     values = load_npz(path, max_elements=MAX_ELEMENTS, kind=KIND)
     if "format" in values or "format_version" in values:
         version = values.pop("format_version", None)
@@ -163,13 +183,18 @@ def load_boundary(path: str | os.PathLike[str]) -> Boundary:
     if intercept.size != 1 or intercept.dtype.kind not in "fiu":
         raise FileFormatError(f"{path}: intercept must be a number, got dtype {intercept.dtype} "
                               f"and shape {list(intercept.shape)}")
-    guess_space, guess_attribute, _ = _parse_name(path)
-    space = str(values["space"]) if "space" in values else ("wp" if normal.ndim == 2 else guess_space)
+    guess_space, guess_attribute, _ = parse_boundary_name(path.name)
+    if "space" in values:
+        space = str(values["space"])
+    elif normal.ndim == 2:
+        space = "wp"
+    else:
+        space = guess_space or space
     try:
-        return Boundary(
+        boundary = Boundary(
             normal=normal,
             intercept=float(intercept.reshape(())),
-            space=space,
+            space=space or "w",           # checked below, once the contents are known to be sound
             attribute=str(values["attribute"]) if "attribute" in values else guess_attribute,
             metrics=_json_field(path, values, "metrics"),
             provenance=_json_field(path, values, "provenance"),
@@ -178,6 +203,8 @@ def load_boundary(path: str | os.PathLike[str]) -> Boundary:
         raise
     except ValueError as exc:
         raise FileFormatError(f"{path}: {exc}") from None
+    _required_space(path, space)
+    return boundary
 
 
 def _head(path: Path) -> bytes:
@@ -190,7 +217,7 @@ def _head(path: Path) -> bytes:
         return b""
 
 
-def _from_npy(path: Path, array: np.ndarray) -> Boundary:
+def _from_npy(path: Path, array: np.ndarray, space: str | None = None) -> Boundary:
     """An InterFaceGAN normal: `(1, dim)` or `(dim,)`; `(num_ws, dim)` with num_ws > 1 is W+."""
     if array.dtype.kind != "f":
         raise FileFormatError(f"{path}: a boundary .npy must hold floats, got dtype {array.dtype}")
@@ -204,40 +231,88 @@ def _from_npy(path: Path, array: np.ndarray) -> Boundary:
     norm = float(np.linalg.norm(array.astype(np.float64)))
     if norm == 0.0:
         raise FileFormatError(f"{path}: the normal is the zero vector")
+    named_space, attribute, extra = parse_boundary_name(path.name)
+    if array.ndim == 2:
+        space = "wp"
+    else:
+        space = _required_space(path, named_space or space)
     if abs(norm - 1.0) > UNIT_TOLERANCE:
         warnings.warn(f"{path}: the normal has norm {norm:.6g}, not 1; normalising it "
                       "(the original norm is kept in provenance['original_norm'])", stacklevel=3)
-    space, attribute, extra = _parse_name(path)
-    if array.ndim == 2:
-        space = "wp"
     provenance = {"source": str(path), "format": "interfacegan-npy", "intercept_known": False,
                   "original_norm": norm, **extra}
     return Boundary(array.astype(np.float64) / norm, 0.0, space=space, attribute=attribute,
                     provenance=provenance)
 
 
-def _parse_name(path: Path) -> tuple[str, str, dict[str, Any]]:
-    """Space, attribute and extra provenance guessed from an InterFaceGAN-style file name.
+def _required_space(path: Path, space: str | None) -> str:
+    if space is None:
+        raise FileFormatError(
+            f"{path}: cannot tell the latent space from the file name (no _z, _w or _wp token, "
+            "and not one of InterFaceGAN's pggan_/stylegan_ files); give it with --space z|w|wp "
+            "(space= in Python) or rename the file like age_w.npy")
+    return space
 
-    `{model}_{attr}[_w][_c_{cond}...]_boundary` -> ("w" or "z", attr, {model, conditions}).
+
+def parse_boundary_name(name: str) -> tuple[str | None, str, dict[str, Any]]:
+    """(space or None, attribute, extra provenance) read from a boundary file's name.
+
+    Only the file extension is cut (`age_r0.02_w.npy` keeps its dot); a trailing `_boundary` and
+    everything after `_c_` (the conditions, InterFaceGAN's `{model}_{attr}_c_{cond}_..`) are set
+    apart. The space is the last token that is exactly `z`, `w` or `wp`; without one, InterFaceGAN's
+    own names (first token `pggan` or `stylegan`) are "z", and any other name None (the caller
+    must say). The attribute is the longest run of tokens that is a known attribute
+    (:data:`KNOWN_ATTRIBUTES`), else the token before the space token in an InterFaceGAN name,
+    else the name's remaining tokens joined by `_`. `extra` holds `model` (the tokens before
+    the attribute in an InterFaceGAN name) and `conditions`.
+
+    >>> parse_boundary_name("stylegan_ffhq_age_w_boundary.npy")[:2]
+    ('w', 'age')
+    >>> parse_boundary_name("age_r0.02_w.npy")[:2]
+    ('w', 'age')
+    >>> parse_boundary_name("boundary.npy")[0] is None
+    True
     """
-    stem = path.name.split(".")[0]
+    stem = name
+    for ext in (".npy", ".npz"):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+            break
     if stem.endswith("_boundary"):
         stem = stem[: -len("_boundary")]
+    elif stem.startswith("boundary_"):
+        stem = stem[len("boundary_"):]
     extra: dict[str, Any] = {}
     head, _, conds = stem.partition("_c_")
     if conds:
-        extra["conditions"] = conds.split("_")
-    tokens = head.split("_")
-    space = "z"
-    for tag in ("wp", "w", "z"):
-        if len(tokens) > 1 and tokens[-1] == tag:
-            space = tag
-            tokens = tokens[:-1]
+        extra["conditions"] = [c for c in conds.split("_") if c]
+    tokens = [t for t in head.split("_") if t]
+    interfacegan = bool(tokens) and tokens[0].lower() in INTERFACEGAN_MODELS
+    space = None
+    for i in range(len(tokens) - 1, -1, -1):
+        if tokens[i].lower() in SPACES:
+            space = tokens.pop(i).lower()
             break
-    if len(tokens) > 1:
-        extra["model"] = "_".join(tokens[:-1])
-    return space, tokens[-1], extra
+    if space is None and interfacegan:
+        space = "z"
+    lowered = [t.lower() for t in tokens]
+    best: tuple[int, int] | None = None
+    for i in range(len(lowered)):
+        for j in range(len(lowered), i, -1):
+            if "_".join(lowered[i:j]) in KNOWN_ATTRIBUTES:
+                if best is None or j - i > best[1] - best[0]:
+                    best = (i, j)
+                break
+    if best is not None:
+        attribute = "_".join(lowered[best[0]:best[1]])
+        start = best[0]
+    elif interfacegan and len(tokens) > 1:
+        attribute, start = tokens[-1], len(tokens) - 1
+    else:
+        attribute, start = "_".join(tokens) or "boundary", 0
+    if interfacegan and start > 0:
+        extra["model"] = "_".join(tokens[:start])
+    return space, attribute, extra
 
 
 def _json_field(path: Path, values: dict[str, np.ndarray], key: str) -> dict[str, Any]:

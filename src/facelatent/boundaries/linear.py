@@ -13,6 +13,19 @@ The protocol, as `LinearBoundary.fit` runs it on latents `[N, D]` and scores `[N
 5. Refit on `bootstrap` seeded resamples (with replacement, per class) of the training set; the
    stability is the mean cosine between the refitted normals, over all pairs.
 
+`protocol="interfacegan"` is InterFaceGAN's `train_boundary` exactly (Shen et al.'s release,
+`utils/manipulator.py`): "svc" on raw latents, classes of `int(N * ratio)` samples from each end
+of a descending argsort, `int(n * split)` of each shuffled by numpy's legacy generator seeded
+with `random_state` (so `np.random.seed(S)` before their function and `random_state=S` here
+give the same split and the same normal), and the remaining samples labelled by the midpoint
+`(max + min) / 2` of the scores.
+
+Remaining accuracy comes in two versions, both always reported, because the two tools label
+the samples between the extremes differently: `remaining_accuracy` (ours: above the median of
+all scores is positive) and `remaining_accuracy_interfacegan` (InterFaceGAN's: at or above the
+midpoint of the highest and lowest score is positive). Only the second can be set beside
+InterFaceGAN's published figures.
+
 Solvers:
 
 - "logistic" (default): L2-penalised logistic regression (scikit-learn, lbfgs), penalty `C`.
@@ -55,6 +68,7 @@ from facelatent import __version__
 from facelatent.boundaries.boundary import Boundary
 
 SOLVERS = ("logistic", "lda", "linear-svc", "svc")
+PROTOCOLS = ("facelatent", "interfacegan")
 MIN_TRAIN_PER_CLASS = 2
 MIN_VAL_PER_CLASS = 1
 
@@ -76,6 +90,7 @@ class LinearBoundary(BaseEstimator):
         random_state: int = 0,        # seeds the split, the bootstrap and the solver
         bootstrap: int = 5,           # refits for the stability estimate; 0 = skip
         standardize: bool | None = None,  # None = True except for svc (InterFaceGAN fits raw)
+        protocol: str = "facelatent",  # or "interfacegan": its train_boundary exactly (docstring)
     ) -> None:
         self.solver = solver
         self.ratio = ratio
@@ -84,6 +99,7 @@ class LinearBoundary(BaseEstimator):
         self.random_state = random_state
         self.bootstrap = bootstrap
         self.standardize = standardize
+        self.protocol = protocol
 
     # --- public API ----------------------------------------------------------------------
     def fit(self, latents: np.ndarray, scores: np.ndarray) -> LinearBoundary:
@@ -99,15 +115,18 @@ class LinearBoundary(BaseEstimator):
         x, latent_shape = self._check_latents(latents)
         s = self._check_scores(scores, len(x))
         n_each = self._per_class(len(x))
-        order = np.argsort(s, kind="stable")
-        neg_idx, pos_idx = order[:n_each], order[len(x) - n_each:]
-        middle = order[n_each: len(x) - n_each]
-
         rng = np.random.default_rng(self.random_state)
-        n_train = int(round(self.split * n_each))
-        perm_pos, perm_neg = rng.permutation(pos_idx), rng.permutation(neg_idx)
-        train_pos, val_pos = perm_pos[:n_train], perm_pos[n_train:]
-        train_neg, val_neg = perm_neg[:n_train], perm_neg[n_train:]
+        if self.protocol == "interfacegan":
+            train_pos, val_pos, train_neg, val_neg, middle = self._split_interfacegan(s, n_each)
+        else:
+            order = np.argsort(s, kind="stable")
+            neg_idx, pos_idx = order[:n_each], order[len(x) - n_each:]
+            middle = order[n_each: len(x) - n_each]
+            n_train = self._n_train(n_each)
+            perm_pos, perm_neg = rng.permutation(pos_idx), rng.permutation(neg_idx)
+            train_pos, val_pos = perm_pos[:n_train], perm_pos[n_train:]
+            train_neg, val_neg = perm_neg[:n_train], perm_neg[n_train:]
+        n_train = len(train_pos)
         x_train = x[np.concatenate([train_pos, train_neg])]
         y_train = np.r_[np.ones(n_train), np.zeros(n_train)].astype(np.int64)
 
@@ -129,8 +148,10 @@ class LinearBoundary(BaseEstimator):
         if len(middle):
             y_mid = (s[middle] > np.median(s)).astype(np.int64)
             self.remaining_accuracy_ = self._accuracy(x[middle], y_mid)
+            y_ifg = (s[middle] >= (s.max() + s.min()) / 2.0).astype(np.int64)
+            self.remaining_accuracy_interfacegan_ = self._accuracy(x[middle], y_ifg)
         else:
-            self.remaining_accuracy_ = float("nan")
+            self.remaining_accuracy_ = self.remaining_accuracy_interfacegan_ = float("nan")
         self.n_train_, self.n_val_, self.n_remaining_ = len(y_train), len(y_val), len(middle)
         self.n_samples_, self.n_features_in_ = len(x), x.shape[1]
         # Spread of all samples along the normal: editing strengths are given in units of it,
@@ -161,6 +182,7 @@ class LinearBoundary(BaseEstimator):
             "val_accuracy": self.val_accuracy_,
             "train_accuracy": self.train_accuracy_,
             "remaining_accuracy": self.remaining_accuracy_,
+            "remaining_accuracy_interfacegan": self.remaining_accuracy_interfacegan_,
             "stability": self.stability_,
             "sigma": self.sigma_,
             "train_time_s": self.train_time_,
@@ -179,6 +201,7 @@ class LinearBoundary(BaseEstimator):
         self._check_fitted()
         prov: dict[str, Any] = {
             "method": "interfacegan-linear",
+            "protocol": self.protocol,
             "solver": self.solver,
             "ratio": self.ratio,
             "split": self.split,
@@ -198,6 +221,13 @@ class LinearBoundary(BaseEstimator):
 
     # --- validation ------------------------------------------------------------------------
     def _check_params(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.protocol == "interfacegan" and (self.solver != "svc" or self.standardize
+                                                or float(self.C) != 1.0):
+            raise ValueError("protocol 'interfacegan' is InterFaceGAN's train_boundary: solver "
+                             "'svc' with C=1 on raw latents (standardize None or False); got "
+                             f"solver={self.solver!r}, C={self.C}, standardize={self.standardize}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if self.ratio is not None and not 0.0 < float(self.ratio) <= 0.5:
@@ -240,10 +270,31 @@ class LinearBoundary(BaseEstimator):
             raise ValueError("scores contain NaN or infinite values; drop unscored samples first")
         return s
 
+    def _n_train(self, n_each: int) -> int:
+        if self.protocol == "interfacegan":
+            return int(n_each * self.split)
+        return int(round(self.split * n_each))
+
+    def _split_interfacegan(self, s: np.ndarray, n_each: int) -> tuple[np.ndarray, ...]:
+        """InterFaceGAN's selection, index for index: a descending argsort of the `[N, 1]`
+        scores, then `np.random.shuffle` of each class's positions with the legacy generator
+        (the calls its `train_boundary` makes after `np.random.seed(random_state)`)."""
+        order = np.argsort(s.reshape(-1, 1), axis=0)[::-1, 0]
+        n_train = self._n_train(n_each)
+        legacy = np.random.RandomState(self.random_state)
+        pos_perm = np.arange(n_each)
+        legacy.shuffle(pos_perm)
+        neg_perm = np.arange(n_each)
+        legacy.shuffle(neg_perm)
+        top, bottom = order[:n_each], order[len(s) - n_each:]
+        return (top[pos_perm[:n_train]], top[pos_perm[n_train:]],
+                bottom[neg_perm[:n_train]], bottom[neg_perm[n_train:]],
+                order[n_each: len(s) - n_each])
+
     def _per_class(self, n: int) -> int:
         ratio = 0.5 if self.ratio is None else float(self.ratio)
         n_each = n // 2 if ratio >= 0.5 else int(n * ratio)
-        n_train = int(round(self.split * n_each))
+        n_train = self._n_train(n_each)
         if n_train < MIN_TRAIN_PER_CLASS or n_each - n_train < MIN_VAL_PER_CLASS:
             need = MIN_TRAIN_PER_CLASS + MIN_VAL_PER_CLASS
             raise ValueError(f"too few samples: ratio={self.ratio} of N={n} gives {n_each} per class "

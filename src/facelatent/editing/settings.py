@@ -33,7 +33,7 @@ def load_edit_boundary(path: str | os.PathLike[str], space: str | None = None) -
     """The boundary file at `path` (`.npz`, or InterFaceGAN `.npy`), with `space` overriding the
     file's own (a `.npy` name does not always say). The path is kept in
     `provenance["file"]`, so later errors can name it."""
-    b = load_boundary(path)
+    b = load_boundary(path, space)
     if space is not None and space != b.space:
         b = Boundary(b.normal, b.intercept, space=space, attribute=b.attribute,
                      metrics=b.metrics, provenance=b.provenance)

@@ -199,16 +199,20 @@ def _boundaries_section(files: Sequence[Path]) -> tuple[str, str]:
         rows.append((_e(f.name), _e(b.attribute), _e(b.space),
                      _e(prov.get("solver") or prov.get("method") or prov.get("format", "")),
                      _pct(m.get("val_accuracy")), _pct(m.get("remaining_accuracy")),
-                     _num(m.get("stability")), _num(ref, "{:.1f}"),
+                     _pct(m.get("remaining_accuracy_interfacegan")), _num(m.get("stability")), _num(ref, "{:.1f}"),
                      _e(m.get("n_train", "")), _num(m.get("sigma", m.get("std")), "{:.3g}"),
                      "yes" if prov.get("intercept_known", True) else "no"))
-    table = _table(["file", "attribute", "space", "solver", "val acc %", "remaining acc %",
+    table = _table(["file", "attribute", "space", "solver", "val acc %",
+                    "remaining acc % (median labels)", "remaining acc % (InterFaceGAN's midpoint labels)",
                     "stability (cos)", "InterFaceGAN PGGAN val % (reference)", "n train", "sigma",
-                    "intercept"], rows, numeric=(4, 5, 6, 7, 8, 9))
+                    "intercept"], rows, numeric=(4, 5, 6, 7, 8, 9, 10))
     table += ("<p class='note'>Reference: InterFaceGAN's published validation accuracies of its "
               "PGGAN (CelebA-HQ) boundaries, pose / smile / age / gender / eyeglasses = 100 / 96.9 / "
               "97.9 / 98.7 / 95.6: another generator and other attribute models, shown for scale, "
-              "not a target.</p>")
+              "not a target. Remaining accuracy is measured on the samples between the two "
+              "extremes, labelled positive above the median of all scores (ours) or at or above "
+              "the midpoint (max + min) / 2 (InterFaceGAN's): only the second can be set beside "
+              "InterFaceGAN's printed figures.</p>")
     if errors:
         table += f"<p>Unreadable boundary files:</p><ul>{''.join(errors)}</ul>"
     groups: dict[tuple[str, tuple[int, ...]], list[tuple[Path, Any]]] = {}
