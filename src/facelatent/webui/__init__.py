@@ -1,0 +1,7 @@
+"""The web editor: `facelatent serve`.
+
+`facelatent.webui.service` holds the logic (faces in, edits, scores, files out) and imports no
+UI toolkit; `facelatent.webui.directions` builds the sliders; `facelatent.webui.uploads` checks
+what the browser sends; `facelatent.webui.app` is the Gradio front end, the only module that
+imports Gradio (installed with ``pip install 'facelatent[web]'``).
+"""
