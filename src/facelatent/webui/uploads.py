@@ -79,15 +79,24 @@ def _check_size(data: bytes, name: str, limit: int, limits: UploadLimits) -> Non
                          f"{limits.megabytes(limit)} this editor accepts; shrink it first")
 
 
-def _claimed_pixels(data: bytes) -> tuple[int, int] | None:
-    """The image size the header claims, read without decoding (None when PIL cannot tell)."""
+def _check_pixels(data: bytes, name: str, limits: UploadLimits) -> None:
+    """Refuse an image whose header claims more than ``limits.max_pixels``, before decoding.
+    A header PIL cannot read is left for the full read, which reports it in score's words."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except Exception:   # a broken header is reported by the full read below, in score's words
-        return None
+            w, h = img.size
+    except Image.DecompressionBombError as exc:     # PIL's own cap, above ours
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed[1]) / 1e6:.0f} MP" if claimed else "too large"
+        raise ValueError(f"{name} is {size}, over the {limits.max_pixels / 1e6:.0f} MP this "
+                         "editor accepts; shrink it first") from None
+    except Exception:
+        return
+    if w * h > limits.max_pixels:
+        raise ValueError(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} MP), over the "
+                         f"{limits.max_pixels / 1e6:.0f} MP this editor accepts; shrink it first")
 
 
 def _through_file(data: bytes, name: str, suffix: str, read: Callable[[Path], T]) -> T:
@@ -115,11 +124,7 @@ def read_photo_upload(data: bytes, name: str, limits: UploadLimits = UploadLimit
     if kind is None:
         raise ValueError(f"{name} is not a PNG, JPEG or WebP image; upload a photo in one of "
                          "those formats")
-    size = _claimed_pixels(bytes(data))
-    if size is not None and size[0] * size[1] > limits.max_pixels:
-        raise ValueError(f"{name} is {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} "
-                         f"MP), over the {limits.max_pixels / 1e6:.0f} MP this editor accepts; "
-                         "shrink it first")
+    _check_pixels(bytes(data), name, limits)
 
     def read(path: Path) -> Tensor:
         image, error = _read_one(path, generated=False)
