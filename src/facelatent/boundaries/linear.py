@@ -41,11 +41,13 @@ Solvers:
 - "linear-svc": liblinear's linear SVM (squared hinge, `dual="auto"`), penalty `C`; slower
   than "logistic" and no more accurate in those runs.
 - "svc": libsvm's `SVC(kernel="linear")`, InterFaceGAN's parity solver: O(N^2) time and memory.
+- "mean-diff": the difference of the two classes' means, the hyperplane through their midpoint
+  (no covariance, no penalty): the simplest direction, a baseline for the others.
 
 Standardisation. With `standardize=None` the features are centred and scaled by the training
 set's mean and standard deviation for "lda", "linear-svc" and "logistic" (liblinear penalises the
 intercept, which is harmless only for centred features; the iterative solvers converge faster),
-and left raw for "svc", as InterFaceGAN fits it. (Ledoit-Wolf shrinkage toward a multiple
+and left raw for "svc", as InterFaceGAN fits it, and for "mean-diff". (Ledoit-Wolf shrinkage toward a multiple
 of the identity also assumes comparable feature scales.) The fitted normal and intercept are always
 mapped back to the raw space the latents came in, so the boundary is applied where it was fitted.
 """
@@ -67,7 +69,7 @@ from sklearn.svm import SVC, LinearSVC
 from facelatent import __version__
 from facelatent.boundaries.boundary import Boundary
 
-SOLVERS = ("logistic", "lda", "linear-svc", "svc")
+SOLVERS = ("logistic", "lda", "linear-svc", "svc", "mean-diff")
 PROTOCOLS = ("facelatent", "interfacegan")
 MIN_TRAIN_PER_CLASS = 2
 MIN_VAL_PER_CLASS = 1
@@ -309,7 +311,9 @@ class LinearBoundary(BaseEstimator):
 
     # --- fitting ---------------------------------------------------------------------------
     def _standardize(self) -> bool:
-        return self.solver != "svc" if self.standardize is None else bool(self.standardize)
+        if self.standardize is None:
+            return self.solver not in ("svc", "mean-diff")
+        return bool(self.standardize)
 
     def _fit_solver(self, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
         """Raw-space `(w [D], b)` with `w . x + b > 0` on the positive side (not normalised)."""
@@ -326,6 +330,10 @@ class LinearBoundary(BaseEstimator):
     def _raw_solver_fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
         if self.solver == "lda":
             return shrunk_lda(x, y)
+        if self.solver == "mean-diff":
+            m1, m0 = x[y == 1].mean(axis=0), x[y == 0].mean(axis=0)
+            w = m1 - m0
+            return w, float(-w @ (m1 + m0) / 2.0)
         model: Any
         if self.solver == "linear-svc":
             model = LinearSVC(C=self.C, dual="auto", max_iter=5000, random_state=seed)

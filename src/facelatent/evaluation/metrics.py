@@ -224,14 +224,18 @@ class EditEvaluation:
 
     def to_json(self) -> dict[str, Any]:
         """Everything a report needs, JSON-safe (NaN -> null); per-face arrays are left out."""
+        from facelatent.evaluation.quality import evaluation_quality
+
         s = self.strengths
         variants = {}
+        score_sd = self.settings.get("score_sd")
         for v in self.variants:
             ident = self.identity_curve(v)
             variants[v] = {
                 "curves": self.curves(v), "identity": ident, "monotonicity": self.monotonicity(v),
                 "identity_at_extremes": {f"{s[0]:g}": ident["mean"][0], f"{s[-1]:g}": ident["mean"][-1]},
                 "drift": self.drift(v), "drift_sd": self.drift(v, normalised=True),
+                "quality": evaluation_quality(self, v, score_sd=score_sd),
             }
         return jsonable({
             "format": EVALUATION_FORMAT, "format_version": EVALUATION_FORMAT_VERSION,

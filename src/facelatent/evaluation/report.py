@@ -352,12 +352,78 @@ def _evaluations_section(evals: Results) -> str:
                   rows, numeric=(4,)),
            "<p class='note'>Identity: mean cosine to the unedited face, measured with the recogniser "
            "that did not make the store's embeddings.</p>"]
+    quality = [(_e((data.get("boundary") or {}).get("attribute")), _e(variant),
+                *_quality_cells(v.get("quality")),
+                "held out" if data.get("held_out") else "store rows")
+               for _, _, data in evals.found if isinstance(data.get("variants"), Mapping)
+               for variant, v in data["variants"].items() if v.get("quality")]
+    if quality:
+        out.append("<h3>Edit quality</h3>")
+        out.append(_table(["boundary", "edit", *QUALITY_HEADER, "faces"], quality,
+                          numeric=tuple(range(2, 2 + len(QUALITY_HEADER)))))
+        out.append(QUALITY_NOTE)
     if conds:
         out.append("<h3>Drift of the conditioned attributes</h3>")
         out.append(_table(["boundary", "conditioned score", "plain mean |drift|",
                            "conditional mean |drift|", "plain (in score std)",
                            "conditional (in score std)", "reduction"], conds, numeric=(2, 3, 4, 5, 6)))
     return "\n".join(out + figures)
+
+
+QUALITY_HEADER = ("change per latent unit (sd)", "change per sigma (sd)",
+                  "identity loss per sd of change", "drift per sd of change",
+                  "same person, edited faces", "identity loss at 1 sd", "distance for 1 sd")
+QUALITY_NOTE = ("<p class='note'>Edit quality (<code>facelatent.evaluation.quality</code>): the "
+                "target's mean change per latent unit and per sigma in units of its standard "
+                "deviation; identity loss (1 − cosine, independent recogniser) and the mean |change| "
+                "of the other attributes (yaw, pitch, smile, age, gender, eyeglasses, each in its "
+                "sd), both per sd of target change, ± bootstrap standard error over faces (lower is "
+                "better); the fraction of edited faces above the recogniser's LFW-calibrated "
+                "same-person threshold; and identity loss and latent distance where the mean change "
+                "reaches 1 sd.</p>")
+
+
+def _quality_cells(q: Mapping[str, Any] | None) -> list[str]:
+    if not q:
+        return ["-"] * len(QUALITY_HEADER)
+    at = q.get("at_change") or {}
+
+    def se(key: str) -> str:
+        err = q.get(f"{key}_se")
+        return _num(q.get(key)) + ("" if err is None else f" ± {_num(err)}")
+
+    return [_num(q.get("change_per_unit_sd")), _num(q.get("change_per_sigma")),
+            se("identity_loss_per_change"), se("drift_per_change"), _pct(q.get("same_person_edited")),
+            _num(at.get("identity_loss")), _num(at.get("distance"))]
+
+
+def _comparisons_section(comparisons: Results) -> str:
+    """One table per `facelatent evaluate --compare` run (comparison.json)."""
+    if not comparisons.found:
+        return ("<p class='note'>No boundary comparisons given (<code>facelatent evaluate "
+                "--compare</code> output under <code>--evaluations</code>).</p>")
+    out = []
+    for d, _, data in comparisons.found:
+        rows_in = data.get("rows")
+        settings = data.get("settings") or {}
+        if not isinstance(rows_in, list):
+            continue
+        rows = []
+        for r in rows_in:
+            if not isinstance(r, Mapping):
+                continue
+            m = r.get("metrics") or {}
+            rows.append((_e(r.get("label")), _e(r.get("target") or "-"),
+                         _pct(m.get("val_accuracy")), _pct(m.get("remaining_accuracy")),
+                         _pct(m.get("remaining_accuracy_interfacegan")),
+                         _num(r.get("cos_to_first")), *_quality_cells(r.get("quality"))))
+        dist = ", ".join(f"{v:+g}" for v in settings.get("distances") or [])
+        out.append(f"<p>{_e(d)}: {_e(settings.get('n'))} faces, latent distances {_e(dist)}, "
+                   f"identity by {_e(settings.get('identity_model'))}.</p>")
+        out.append(_table(["boundary", "target", "val acc %", "remaining % (median)",
+                           "remaining % (InterFaceGAN)", "cos to first", *QUALITY_HEADER], rows,
+                          numeric=tuple(range(2, 6 + len(QUALITY_HEADER)))))
+    return "\n".join(out) + QUALITY_NOTE + _notes([comparisons])
 
 
 def build_report(store_path: str | Path, out: str | Path, boundaries: Sequence[str | Path] = (),
@@ -373,6 +439,7 @@ def build_report(store_path: str | Path, out: str | Path, boundaries: Sequence[s
 
     store = LatentStore.open(store_path, read_only=True)
     evals = Results(evaluations, "evaluation.json")
+    comparisons = Results(evaluations, "comparison.json")
     edit_results = Results(edits, "edit.json")
     boundary_table, heatmaps = _boundaries_section(collect_boundary_files(boundaries))
     sections = [
@@ -382,6 +449,7 @@ def build_report(store_path: str | Path, out: str | Path, boundaries: Sequence[s
         ("correlations", "Correlations", heatmaps),
         ("edits", "Edit grids", _edits_section(edit_results, evals)),
         ("evaluation", "Edit evaluation", _evaluations_section(evals)),
+        ("comparison", "Boundary comparison", _comparisons_section(comparisons)),
     ]
     title = title or f"facelatent report: {Path(str(store_path)).name}"
     return write_page(out, title, sections)

@@ -47,10 +47,13 @@ def evaluate_store(store_path: str | Path, boundary: Boundary, strengths: Sequen
                    seed: int = 0, identity_model: str | None = None,
                    attributes: Sequence[str] | str | None = None, sigma: float | None = None,
                    generator: Generator | None = None, analyzer: FaceAnalyzer | None = None,
-                   device: str = "cpu", **kwargs: Any) -> EditEvaluation:
+                   device: str = "cpu", seeds: Sequence[int] | None = None,
+                   **kwargs: Any) -> EditEvaluation:
     """`evaluate_edit` on `n` samples of a LatentStore, with the store's generator, truncation,
     attributes and the identity rule. The sigma unit defaults to the boundary's metrics, else
-    the spread of all the store's samples along the normal. `generator`, `analyzer`: networks
+    the spread of all the store's samples along the normal. `seeds`: evaluate these seeds
+    (made as the store makes its samples) instead of store rows, e.g. held-out seeds that no
+    boundary was fitted on (`n`, `pick` are then unused). `generator`, `analyzer`: networks
     to use instead of loading them (tests inject random ones). `**kwargs`: evaluate_edit's."""
     from facelatent.boundaries.sources import store_latents
     from facelatent.editing.settings import check_fits, sigma_for
@@ -63,20 +66,36 @@ def evaluate_store(store_path: str | Path, boundary: Boundary, strengths: Sequen
     for b in (boundary, *conditions):
         check_fits(b, spec, f"the store {store_path} ({spec.generator})")
     latents = store_latents(store, "z" if boundary.space == "z" else "w")
-    rows = pick_rows(len(latents), n, pick, seed)
+    rows = pick_rows(len(latents), n, pick, seed) if seeds is None else None
+    if seeds is not None:
+        seeds = [int(v) for v in seeds]
+        if not seeds:
+            raise ValueError("seeds must hold at least one seed")
     unit = kwargs.get("unit", "sigma")
     sigma_source = "--sigma"
     if unit == "sigma":
         sigma, sigma_source = sigma_for(boundary, sigma, latents=latents)
     G = generator or get_generator(spec.generator, device=device)
     an = analyzer or FaceAnalyzer(device, batch_size=kwargs.get("batch", 8))
-    ev = evaluate_edit(G, an, boundary, torch.from_numpy(latents[rows]), strengths, conditions,
+    if seeds is not None:
+        start = latents_or_seeds = seeds
+    else:
+        latents_or_seeds = torch.from_numpy(latents[rows])
+        start = store.seeds()[rows].tolist()
+    ev = evaluate_edit(G, an, boundary, latents_or_seeds, strengths, conditions,
                        identity_model or evaluation_identity_model(spec.identity),
                        attributes=attributes if attributes is not None else (spec.attributes or None),
                        sigma=sigma, truncation_psi=spec.truncation_psi,
-                       truncation_space=spec.truncation_space, seeds=store.seeds()[rows].tolist(),
+                       truncation_space=spec.truncation_space, seeds=start,
                        **kwargs)
-    ev.settings.update(store=str(store_path), pick=pick, pick_seed=seed,
+    score_sd = {}
+    for name in ev.reference_scores:
+        if name in spec.attributes:
+            values = store.scores(name)
+            score_sd[name] = float(np.nanstd(values)) if np.isfinite(values).any() else float("nan")
+    ev.settings.update(store=str(store_path), pick=pick if seeds is None else "seeds",
+                       pick_seed=seed, score_sd=score_sd,
+                       held_out=seeds is not None and not np.isin(seeds, store.seeds()).any(),
                        sigma_source=sigma_source if unit == "sigma" else None,
                        store_identity=list(spec.identity))
     return ev
