@@ -13,6 +13,15 @@ imported) loads the generator and the face networks, warms them up on one pass, 
 `--repeats` passes over `--faces` faces: rendering, and photo-style analysis (detection, 68
 landmarks, every dataset attribute, both embeddings), as `facelatent dataset build` does. It
 prints the best pass of each and the ratio ACTIVE / PASSIVE (> 1: passive is faster).
+
+    python bench/threads.py --blas STORE [--attribute age] [--space w] [--repeats 5]
+
+`--blas`: OpenBLAS threads for the boundary solver (`facelatent.runtime.one_blas_thread`).
+One child process per thread count (OPENBLAS_NUM_THREADS must be set before numpy loads, as
+the CLI does) fits `LinearBoundary(solver="logistic")` on the store's latents and scores,
+`--repeats` times at ratio 0.02 and on a median split (ratio None), and prints the median of
+each, the ratio 2 threads / 1 thread, and the load average (run it beside the load that
+matters: the figures depend on what else holds the cores).
 """
 
 from __future__ import annotations
@@ -62,13 +71,64 @@ print(json.dumps({**best, "threads": torch.get_num_threads()}))
 """
 
 
+BLAS_CHILD = """
+import json, statistics, sys, time
+from threadpoolctl import threadpool_info
+from facelatent.boundaries import LinearBoundary, read_fit_data
+store, space, attribute, repeats = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+latents, scores, _ = read_fit_data(store=store, space=space, attribute=attribute)
+result = {"threads": sorted({p["num_threads"] for p in threadpool_info()
+                             if p["user_api"] == "blas"}), "n": len(latents)}
+for ratio in (0.02, None):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        LinearBoundary(solver="logistic", ratio=ratio, random_state=0).fit(latents, scores)
+        times.append(time.perf_counter() - t0)
+    result[str(ratio)] = statistics.median(times)
+print(json.dumps(result))
+"""
+
+
+def blas(args: argparse.Namespace) -> int:
+    load = os.getloadavg()
+    results = {}
+    for threads in (1, 2):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS")}
+        env["OPENBLAS_NUM_THREADS"] = str(threads)
+        out = subprocess.run([sys.executable, "-c", BLAS_CHILD, args.blas, args.space,
+                              args.attribute, str(args.repeats)],
+                             env=env, capture_output=True, text=True, check=True)
+        results[threads] = json.loads(out.stdout.strip().splitlines()[-1])
+    if args.json:
+        print(json.dumps({"load": load, "results": results}, indent=2))
+        return 0
+    n = results[1]["n"]
+    print(f"LinearBoundary(solver='logistic') on {n} samples of {args.blas} ({args.space}, "
+          f"{args.attribute}), median of {args.repeats}; {os.cpu_count()} CPUs, load average "
+          f"before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after "
+          + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    print(f"  {'ratio':<6} {'1 thread s':>11} {'2 threads s':>12} {'2 / 1':>7}")
+    for ratio in ("0.02", "None"):
+        one, two = results[1][ratio], results[2][ratio]
+        print(f"  {ratio:<6} {one:>11.3f} {two:>12.3f} {two / one:>6.1f}x")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--faces", type=int, default=4, help="faces per pass")
     p.add_argument("--repeats", type=int, default=2, help="timed passes (best is kept)")
     p.add_argument("--neighbour-threads", type=int, default=2, help="threads of the busy process")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--blas", metavar="STORE", default=None,
+                   help="time the boundary solver on 1 and 2 OpenBLAS threads on this store")
+    p.add_argument("--attribute", default="age", help="with --blas: the scores to fit")
+    p.add_argument("--space", default="w", help="with --blas: the latents to fit")
     args = p.parse_args(argv)
+    if args.blas is not None:
+        return blas(args)
 
     neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR, str(args.neighbour_threads)])
     results = {}

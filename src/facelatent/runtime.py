@@ -1,4 +1,5 @@
-"""Process-level settings that make CPU inference fast.
+"""Process-level settings that make CPU inference fast: glibc's memory reuse, and the waiting
+policy and BLAS threads that `facelatent.cli.main` sets first thing (see each function).
 
 glibc hands every allocation above its mmap threshold straight back to the kernel when it is
 freed, so each of the generator's large activations (a 1024-pixel batch of 8 needs 0.5 GB per
@@ -9,8 +10,6 @@ and the README quotes it.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -32,6 +31,10 @@ def keep_freed_memory() -> bool:
     opted_out = os.environ.get("FACELATENT_KEEP_FREED_MEMORY", "1") == "0"
     if opted_out or not sys.platform.startswith("linux"):
         return False
+    # Imported here, not above: the CLI's start-up does not need ctypes.
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -53,3 +56,29 @@ def passive_waiting() -> None:
     README has the figures.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+# OpenBLAS reads the first of these that is set when it loads; any of them is the user's choice.
+_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def one_blas_thread() -> bool:
+    """Run OpenBLAS (numpy's and scipy's, so scikit-learn's solvers) on one thread unless the
+    user chose a count in OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or OMP_NUM_THREADS; True if
+    it set ``OPENBLAS_NUM_THREADS=1``. Must run before numpy is imported.
+
+    Why: OpenBLAS threads wait for each other by spinning. When another process holds the cores
+    (a second job, a Ray worker, a test run), a thread that lost its core stalls the others at
+    every small matrix product, and the solvers here multiply small matrices (samples x 512)
+    thousands of times. Measured 2026-12-06 on 2 cores beside a sampling job and other work
+    (load average 4-6), `LinearBoundary(solver="logistic")` on a 4,000-sample store in W,
+    attribute age, median of 5 (`python bench/threads.py --blas STORE`), 2 threads against 1:
+    ratio 0.02 0.60 s against 0.037 s (16x slower), median split 29.8 s against 0.38 s (79x);
+    an earlier run at load 2-4 gave 10x and 41x. One thread gives up at most the second core
+    of an idle machine, on fits that take well under a second. Torch is not affected: it
+    threads over its own MKL and OpenMP (MKL_NUM_THREADS is left alone, since torch reads it).
+    """
+    if any(name in os.environ for name in _BLAS_THREAD_VARIABLES):
+        return False
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    return True

@@ -14,10 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from facelatent.io import jsonable
-
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group = sub.add_parser("boundary", help="fit, condition and correlate attribute boundaries",
@@ -94,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from facelatent.boundaries import LinearBoundary, read_fit_data
+    from facelatent.io import jsonable
 
     latents, scores, source = read_fit_data(store=args.store, npz=args.npz, space=args.space,
                                             attribute=args.attribute)
@@ -119,7 +116,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_condition(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from facelatent.boundaries import condition_boundary, load_boundary
+    from facelatent.io import jsonable
 
     primal = load_boundary(args.primal)
     conditions = [load_boundary(f) for f in args.on]
@@ -141,6 +141,8 @@ def cmd_condition(args: argparse.Namespace) -> int:
 
 
 def cmd_correlate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from facelatent.boundaries import correlation_matrix, load_boundary
     from facelatent.boundaries.conditional import save_correlation_heatmap
 
@@ -207,6 +209,8 @@ def _write_directions(directions: list[Any], args: argparse.Namespace, key: str)
 # --- shared -----------------------------------------------------------------------------
 
 def _command(args: argparse.Namespace) -> dict[str, Any]:
+    from facelatent.io import jsonable
+
     arguments = {k: v for k, v in vars(args).items()
                  if k not in ("func", "command") and not k.endswith("_command")}
     group = "boundary" if getattr(args, "boundary_command", None) else "directions"

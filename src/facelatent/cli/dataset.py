@@ -10,8 +10,6 @@ import argparse
 import json
 from pathlib import Path
 
-
-from facelatent.boundaries import boundaries_path
 from facelatent.cli.sample import ProgressBar, add_engine_arguments, engine_from_args
 
 
@@ -63,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from facelatent.boundaries import boundaries_path
     from facelatent.boundaries.identity import IdentityBoundaries
     from facelatent.datasets import DatasetSettings, build_dataset
 

@@ -8,8 +8,7 @@ import json
 import math
 import sys
 
-from facelatent.faces import registry
-from facelatent.faces.files import score_files
+from facelatent.cli.constants import DEFAULT_ATTRIBUTES, IDENTITY_MODELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -25,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     fmt.add_argument("--csv", action="store_true", help="print CSV, one row per input")
     p.add_argument("--attributes", default=None,
                    help="comma-separated names or groups (pose, expression); default: "
-                        + ",".join(registry.DEFAULT_ATTRIBUTES))
-    p.add_argument("--identity", choices=("none", *registry.IDENTITY_MODELS), default="none",
+                        + ",".join(DEFAULT_ATTRIBUTES))
+    p.add_argument("--identity", choices=("none", *IDENTITY_MODELS), default="none",
                    help="also print a 128-d identity embedding per face")
     p.add_argument("--generated", action="store_true",
                    help="inputs are FFHQ-aligned generated faces: skip detection")
@@ -47,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from facelatent.faces import registry
+    from facelatent.faces.files import score_files
+
     names = registry.resolve_attributes(args.attributes)
     rows = score_files(args.paths, names, generated=args.generated, device=args.device,
                        batch_size=args.batch,
@@ -105,6 +107,8 @@ def _print_table(rows: list[dict[str, object]], names: tuple[str, ...],
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from facelatent.faces import registry
+
     models = [m.describe() for m in registry.MODELS.values()]
     attributes = [vars(a) for a in registry.ATTRIBUTES.values()]
     if args.json:

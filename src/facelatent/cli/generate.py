@@ -5,18 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tqdm import tqdm
-
-from facelatent.generators import get_generator, resolve_device
-from facelatent.latents.sampling import (
-    GENERATE_MAX_SEEDS,
-    MAX_BATCH,
-    MAX_SIZE,
-    MIN_SIZE,
-    check_generate_options,
-    generate_to_dir,
-)
-from facelatent.ranges import parse_seeds
+from facelatent.cli.constants import GENERATE_MAX_SEEDS, MAX_BATCH, MAX_SIZE, MIN_SIZE
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -41,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from facelatent.generators import get_generator, resolve_device
+    from facelatent.latents.sampling import check_generate_options, generate_to_dir
+    from facelatent.ranges import parse_seeds
+
     # Every option is checked before the generator is loaded or anything is written.
     seeds = parse_seeds(args.seeds, limit=GENERATE_MAX_SEEDS)
     check_generate_options(args.psi, args.size, args.batch, args.space, psi_option="--psi",

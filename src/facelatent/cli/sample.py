@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+from facelatent.cli.constants import IDENTITY_MODELS, STORE_ATTRIBUTES
 
-from facelatent.faces.analysis import STORE_ATTRIBUTES
-from facelatent.latents.fill import SampleSettings, sample_to_store
-from facelatent.latents.store import IDENTITY_MODELS
-from facelatent.runs import Engine, LocalEngine
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from facelatent.runs import Engine
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -71,6 +72,8 @@ class ProgressBar:
         self.bar: tqdm | None = None  # type: ignore[type-arg]
 
     def start(self, total: int, done: int) -> None:
+        from tqdm import tqdm
+
         self.bar = tqdm(total=total, initial=done, unit=self.unit, desc=self.desc, file=sys.stderr,
                         dynamic_ncols=True)
 
@@ -90,6 +93,8 @@ class ProgressBar:
 
 
 def engine_from_args(args: argparse.Namespace) -> Engine:
+    from facelatent.runs import LocalEngine
+
     if args.engine == "local":
         if args.address is not None or args.workers is not None:
             raise ValueError("--address and --workers are options of the Ray engine; add "
@@ -101,6 +106,8 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
 
 
 def run(args: argparse.Namespace) -> int:
+    from facelatent.latents.fill import SampleSettings, sample_to_store
+
     if str(args.store).startswith("memory://"):
         raise ValueError(f"--store {args.store}: a memory:// store lives only as long as this "
                          "command and would be lost when it ends; give a folder or a "

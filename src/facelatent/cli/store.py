@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 
-from tqdm import tqdm
-
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group = sub.add_parser("store", help="check or describe a latent store",
@@ -28,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from facelatent.latents.store import LatentStore
 
     store = LatentStore.open(args.store, read_only=True)

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from facelatent import weights
-
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``weights`` group to the main parser's sub-parsers; each action sets ``func``."""
@@ -57,6 +55,8 @@ def _progress(message: str) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the manifest: name, fetched, description, source, licence."""
+    from facelatent import weights
+
     rows = weights.describe()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -72,6 +72,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Fetch the named models (or all); print the path of every file."""
+    from facelatent import weights
+
     paths = weights.fetch(args.names or None, from_dir=args.from_dir, force=args.force,
                           progress=_progress)
     for path in paths:
@@ -81,6 +83,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Print a status table; 1 if a file is missing or corrupt, or a derived file was removed."""
+    from facelatent import weights
+
     report = weights.verify(args.names or None)
     to_fetch = sorted(name for name, files in report.items()
                       if any(status in ("missing", "corrupt") for status in files.values()))
@@ -105,6 +109,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_path(args: argparse.Namespace) -> int:
     """Print a model's folder, or one of its files, after checking it."""
+    from facelatent import weights
+
     if args.file is None:
         print(weights.asset_dir(args.name, check=not args.no_check))
     elif args.no_check:
