@@ -336,3 +336,29 @@ def test_the_cli_module_imports_nothing_heavy() -> None:
     names = {a.name.split(".")[0] for n in top for a in n.names} | {
         (n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
     assert names <= {"__future__", "argparse", "sys", "annotations", ""}
+
+
+# -- real models ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_photo_is_aligned_inverted_edited_and_saved(tmp_path: Path) -> None:
+    from facelatent.editing.start import load_start
+    from facelatent.weights import file_path
+    from facelatent.webui.load import load_service
+
+    service = load_service(sefa=0, invert_steps=3, preview_size=128, boundaries=None)
+    seen: list[float] = []
+    face = service.face_from_photo(file_path("test-photos", "obama.jpg").read_bytes(),
+                                   "obama.jpg", lambda f, text: seen.append(f))
+    assert face.origin == "photo" and face.name == "obama_face0" and face.seed is None
+    assert face.latent.shape == (1, 23, 512) and face.aligned.shape == (256, 256, 3)
+    assert seen == [1 / 3, 2 / 3, 1.0] and "inverted in W+ (3 steps" in face.note
+    render = service.render(face, Edit({"smile": 2.0}))
+    assert render.preview.shape == (128, 128, 3)
+    report = service.report(face, service.analyse(render))
+    sface = report["identity"][1]
+    assert sface["model"] == "sface" and not sface["independent"]     # in the inversion loss
+    smile = next(r for r in report["attributes"] if r["attribute"] == "smile_logit")
+    assert smile["now"] > smile["unedited"]
+    _, npz = service.export(face, Edit({"smile": 2.0}), render)
+    start = load_start([npz], "w")
+    np.testing.assert_array_equal(start.latents, render.latent.numpy())

@@ -1,0 +1,141 @@
+"""Slider-to-image latency of the web editor's service layer against a plain synthesis call,
+in one run.
+
+    python bench/webui.py [--repeats 7] [--preview 256] [--json]
+    python bench/webui.py --tiny            # no model files: the tiny random generator
+
+Times, each the median of ``--repeats`` slider moves after one warm-up (every move a new
+slider value, so nothing is reused; the cases take turns, so load changes hit all alike):
+
+- the baseline: ``G.synthesis(w)`` for one face at the generator's size;
+- preview: what the page shows first after a slider moves: `EditorService.render` (the edit
+  through `edit_latents`, synthesis, the downscale to ``--preview`` px, uint8);
+- full size: everything the page shows after that: the render, the scores and both identity
+  embeddings (`analyse`), the panel (`report`) and the full-size PNG and latent files
+  (`export`);
+- the same two with three sliders moved and one kept fixed (a conditional edit).
+
+Each is printed in seconds and as a ratio to the baseline, against the page's goal of a
+preview within 0.3 s. The machine's load average is printed before and after: on a shared
+machine compare ratios, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from facelatent.faces.analysis import FaceAnalyzer, random_face_loaders
+from facelatent.generators import get_generator
+from facelatent.webui import directions as dirs
+from facelatent.webui.service import Edit, EditorService
+
+GOAL_PREVIEW_S = 0.3
+SEED = 11
+
+
+def timed(cases: dict[str, Callable[[int], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds of each case's ``fn(i)`` over ``repeats`` calls (i = 1..repeats) after
+    one warm-up ``fn(0)``. The cases take turns within each repeat, so a change in the
+    machine's load falls on all of them alike and their ratios hold."""
+    for fn in cases.values():
+        fn(0)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for i in range(1, repeats + 1):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn(i)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def bench(tiny: bool, repeats: int, preview: int) -> dict[str, Any]:
+    G = get_generator("mobilestylegan-tiny" if tiny else "mobilestylegan-ffhq")
+    analyzer = FaceAnalyzer(loaders=random_face_loaders()) if tiny else FaceAnalyzer()
+    if tiny:
+        import numpy as np
+
+        from facelatent.boundaries import Boundary
+
+        folder = tempfile.mkdtemp(prefix="bench-webui-")
+        rng = np.random.default_rng(0)
+        for name in dirs.DEFAULT_BOUNDARIES:
+            Boundary.from_direction(rng.standard_normal(G.w_dim), attribute=name, space="w",
+                                    metrics={"sigma": 1.0}).save(f"{folder}/{name}_w.npz")
+        files = dirs.boundary_files(folder)
+    else:
+        files = dirs.boundary_files()
+    sliders = dirs.attribute_directions(G, files) + dirs.sefa_directions(G, 5, 0.7)
+    service = EditorService(G, analyzer, sliders, truncation_psi=0.7, preview_size=preview)
+    face = service.face_from_seed(SEED)
+    w = face.latent
+
+    def strength(i: int) -> float:
+        return -2.0 + 0.25 * i                    # a new value every move
+
+    def one(i: int) -> Edit:
+        return Edit({"smile": strength(i)})
+
+    def three(i: int) -> Edit:
+        return Edit({"smile": strength(i), "age": 1.0, "sefa_0": -0.5}, ("gender",))
+
+    def synthesis(i: int) -> None:
+        with torch.no_grad():
+            G.synthesis(w + 1e-3 * i)
+
+    def full(edit: Callable[[int], Edit]) -> Callable[[int], None]:
+        def run(i: int) -> None:
+            render = service.render(face, edit(i))
+            service.report(face, service.analyse(render))
+            service.export(face, edit(i), render)
+        return run
+
+    before = load()
+    rows = timed({"synthesis (baseline)": synthesis,
+                  "preview, one slider": lambda i: service.render(face, one(i)),
+                  "full size, one slider": full(one),
+                  "preview, three sliders + keep fixed": lambda i: service.render(face, three(i)),
+                  "full size, three sliders + keep fixed": full(three)}, repeats)
+    base = rows["synthesis (baseline)"]
+    return {"generator": getattr(G, "name", ""), "resolution": G.resolution, "preview": preview,
+            "repeats": repeats, "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "load_before": before, "load_after": load(),
+            "seconds": rows, "ratio": {k: v / base for k, v in rows.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--preview", type=int, default=256, help="preview size in px")
+    parser.add_argument("--tiny", action="store_true", help="the tiny random generator")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = bench(args.tiny, args.repeats, args.preview)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{result['generator']} at {result['resolution']} px, preview {result['preview']} px; "
+          f"{result['cpus']} CPUs, {result['torch_threads']} torch threads; load average "
+          f"(1, 5, 15 min) before {result['load_before']}, after {result['load_after']}")
+    print(f"{'':40} {'s':>8} {'x synthesis':>12}")
+    for name, seconds in result["seconds"].items():
+        print(f"{name:40} {seconds:8.3f} {result['ratio'][name]:12.2f}")
+    preview = result["seconds"]["preview, one slider"]
+    print(f"goal: preview within {GOAL_PREVIEW_S} s: {'met' if preview <= GOAL_PREVIEW_S else 'not met'}"
+          f" ({preview:.3f} s)")
+
+
+if __name__ == "__main__":
+    main()
