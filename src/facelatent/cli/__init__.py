@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "identity": ("identity", "identity boundaries for synthetic identities"),
     "dataset": ("dataset", "synthetic face-recognition datasets"),
     "mapping": ("mapping", "identity/attribute mapping into W (train, apply, evaluate)"),
+    "serve": ("serve", "the web editor: sliders over a face, in the browser"),
 }
 
 
