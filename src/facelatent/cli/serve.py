@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
                            identities=args.identities, sefa=args.sefa, psi=args.psi,
                            invert_steps=args.invert_steps, preview_size=args.preview,
                            device=args.device)
-    print(f"facelatent serve: {len(service.directions)} sliders; open "
-          f"http://{'localhost' if args.host in LOCAL_HOSTS else args.host}:{args.port}/",
+    print(f"facelatent serve: {len(service.directions)} sliders; Ctrl-C stops the server",
           file=sys.stderr, flush=True)
     launch(service, host=args.host, port=args.port, share=args.share)
     return 0

@@ -77,7 +77,9 @@ def build_app(service: EditorService) -> gr.Blocks:
     sefa_keys = [k for k in keys if k not in attribute_keys]
     last_layer = service.generator.num_ws - 1
 
-    with gr.Blocks(title="facelatent editor", analytics_enabled=False) as demo:
+    # Gradio keeps a copy of every image it served; files older than an hour go, every 10 min.
+    with gr.Blocks(title="facelatent editor", analytics_enabled=False,
+                   delete_cache=(600, 3600)) as demo:
         face_state = gr.State(None)
         gr.Markdown(f"## facelatent editor\n{getattr(service.generator, 'name', '')}, "
                     f"truncation {service.truncation_psi:g}; sliders in standard deviations "
@@ -268,11 +270,17 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
 def launch(service: EditorService, host: str = "127.0.0.1", port: int | None = None,
            share: bool = False, block: bool = True) -> gr.Blocks:
     """Serve the page on ``host``:``port`` (None: Gradio picks from 7860 up), without a share
-    link unless ``share``. ``block`` False returns at once with the server running (tests)."""
+    link unless ``share``, and print its address. ``block`` False returns at once with the
+    server running (tests; `gr.Blocks.close` stops it)."""
     demo = build_app(service)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
-    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                max_file_size=service.limits.max_bytes, show_error=False, ssr_mode=False,
-                allowed_paths=[str(service.workdir)], css=CSS, quiet=not block,
-                footer_links=[], pwa=False, mcp_server=False)
+    _, local_url, share_url = demo.launch(
+        server_name=host, server_port=port, share=share, prevent_thread_lock=True,
+        max_file_size=service.limits.max_bytes, show_error=False, ssr_mode=False,
+        allowed_paths=[str(service.workdir)], css=CSS, quiet=True, footer_links=[],
+        pwa=False, mcp_server=False)
+    if block:
+        print(f"facelatent serve: the editor is at {local_url}"
+              + (f" and {share_url}" if share_url else ""), flush=True)
+        demo.block_thread()
     return demo

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import tempfile
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +50,7 @@ from facelatent.webui.uploads import (UploadLimits, clean_name, read_latents_upl
 __all__ = ["MAX_STRENGTH", "PANEL_ATTRIBUTES", "Analysis", "Edit", "EditorService", "Face",
            "Render"]
 
+KEEP_EXPORTS = 64      # newest download folders kept; the front end has served or copied older ones
 MAX_STRENGTH = 10.0    # sigma; beyond a few sigma faces break up, beyond this nothing is a face
 # Scores in the live panel, with what they mean. Log-odds rather than probabilities: on
 # generated faces the probabilities saturate, and log-odds move with the sliders.
@@ -135,8 +139,12 @@ class EditorService:
         self.limits = limits
         self.mapper = mapper
         self.identities = identities
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="facelatent-serve-"))
+        if workdir is None:
+            workdir = tempfile.mkdtemp(prefix="facelatent-serve-")
+            weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)
+        self.workdir = Path(workdir)
         self.lock = threading.Lock()
+        self._exports: deque[Path] = deque()
 
     # -- faces in ------------------------------------------------------------------------------
     def random_seed(self) -> int:
@@ -285,6 +293,9 @@ class EditorService:
         from facelatent.latents.sampling import LATENTS_FORMAT, LATENTS_VERSION
 
         folder = Path(tempfile.mkdtemp(prefix="edit-", dir=self.workdir))
+        self._exports.append(folder)
+        while len(self._exports) > KEEP_EXPORTS:      # a long session must not fill the disk
+            shutil.rmtree(self._exports.popleft(), ignore_errors=True)
         stem = f"{face.name}_edited"
         png = folder / f"{stem}.png"
         # zlib level 1: a quarter of the default level's time for a 1024 px face, 13 % larger
