@@ -58,7 +58,7 @@ def tiny_G():  # type: ignore[no-untyped-def]
 
 # --- LinearBoundary ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("solver", [s for s in SOLVERS if s != "mean-diff"])
 def test_each_solver_recovers_the_known_normal(data, solver: str) -> None:
     x, s, normal = data
     est = LinearBoundary(solver=solver, ratio=0.2, bootstrap=0).fit(x, s)
@@ -69,6 +69,26 @@ def test_each_solver_recovers_the_known_normal(data, solver: str) -> None:
     assert 0.6 < est.remaining_accuracy_ <= 1.0
     assert est.n_train_ == 2 * 420 and est.n_val_ == 2 * 180
     assert est.n_remaining_ == 3000 - 1200 and est.train_time_ > 0
+
+
+def test_mean_diff_is_the_difference_of_the_class_means(data) -> None:
+    """No covariance: on these anisotropic latents it is off the true normal (what the
+    discriminative solvers correct), but exactly the normalised mean difference, through the
+    midpoint of the means."""
+    x, s, normal = data
+    est = LinearBoundary(solver="mean-diff", ratio=0.5, split=0.999, bootstrap=0).fit(x, s)
+    order = np.argsort(s, kind="stable")
+    rng = np.random.default_rng(0)
+    n_each = len(s) // 2
+    n_train = int(round(0.999 * n_each))
+    pos = rng.permutation(order[len(s) - n_each:])[:n_train]
+    neg = rng.permutation(order[:n_each])[:n_train]
+    m1, m0 = x[pos].astype(np.float64).mean(0), x[neg].astype(np.float64).mean(0)
+    want = (m1 - m0) / np.linalg.norm(m1 - m0)
+    assert np.allclose(est.normal_, want, atol=1e-6)
+    assert est.normal_ @ ((m1 + m0) / 2) + est.intercept_ == pytest.approx(0.0, abs=1e-5)
+    assert 0.5 < float(est.normal_ @ normal) < 0.99
+    assert est.to_boundary("x", "w").provenance["standardize"] is False
 
 
 def test_intercept_places_the_hyperplane_at_the_median_in_raw_space() -> None:
@@ -444,3 +464,34 @@ def test_cli_directions(tmp_path: Path, capsys) -> None:
     rows = json.loads(capsys.readouterr().out)
     assert [Path(r["file"]).name for r in rows] == ["pca_0.npz", "pca_1.npz"]
     assert rows[0]["explained_variance_ratio"] >= rows[1]["explained_variance_ratio"]
+
+
+def test_cli_interfacegan_protocol_and_spaceless_npy(tmp_path: Path, data, capsys) -> None:
+    """--protocol interfacegan fits svc with InterFaceGAN's split and says so; another solver
+    with it is one line; a .npy condition without a space token takes the primal's space and
+    correlate asks for --space."""
+    x, s, _ = data
+    np.savez(tmp_path / "store.npz", w=x, scores_age=s)
+    assert main(["boundary", "fit", "--npz", str(tmp_path / "store.npz"), "--attribute", "age",
+                 "--protocol", "interfacegan", "--seed", "3", "--bootstrap", "0",
+                 "--out", str(tmp_path / "age_w.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert "median labels; InterFaceGAN's midpoint labels" in printed
+    b = load_boundary(tmp_path / "age_w.npz")
+    assert (b.provenance["protocol"], b.provenance["solver"]) == ("interfacegan", "svc")
+    want = LinearBoundary(solver="svc", protocol="interfacegan", random_state=3, bootstrap=0).fit(x, s)
+    assert float(b.normal @ want.normal_) == pytest.approx(1.0, abs=1e-6)
+    assert main(["boundary", "fit", "--npz", str(tmp_path / "store.npz"), "--attribute", "age",
+                 "--protocol", "interfacegan", "--solver", "logistic",
+                 "--out", str(tmp_path / "x.npz")]) == 2
+    assert "protocol 'interfacegan'" in capsys.readouterr().err
+    v = np.random.default_rng(0).normal(size=(1, x.shape[1]))
+    np.save(tmp_path / "gender.npy", v / np.linalg.norm(v))
+    assert main(["boundary", "condition", str(tmp_path / "age_w.npz"), "--on",
+                 str(tmp_path / "gender.npy"), "--out", str(tmp_path / "age_c.npz")]) == 0
+    assert load_boundary(tmp_path / "age_c.npz").space == "w"
+    capsys.readouterr()
+    assert main(["boundary", "correlate", str(tmp_path / "age_w.npz"), str(tmp_path / "gender.npy")]) == 2
+    assert "--space" in capsys.readouterr().err
+    assert main(["boundary", "correlate", str(tmp_path / "age_w.npz"), str(tmp_path / "gender.npy"),
+                 "--space", "w"]) == 0

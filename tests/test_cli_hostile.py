@@ -69,7 +69,7 @@ bad_boundary("huge member", lambda p: np.savez_compressed(
 bad_boundary("nan normal", lambda p: np.savez(p, normal=np.full(32, np.nan), intercept=0.0),
              "NaN")
 bad_boundary("wrong dimension", lambda p: np.savez(p, normal=np.ones(31) / 31 ** 0.5,
-                                                   intercept=0.0), "31")
+                                                   intercept=0.0, space="w"), "31")
 bad_boundary("missing", lambda p: None, "b.npz")
 
 

@@ -110,6 +110,9 @@ def test_copied_constants_match_the_library() -> None:
     assert (constants.MIN_SIZE, constants.MAX_SIZE) == (sampling.MIN_SIZE, sampling.MAX_SIZE)
     assert constants.MAX_BATCH == sampling.MAX_BATCH
     assert constants.GENERATE_MAX_SEEDS == sampling.GENERATE_MAX_SEEDS
+    from facelatent.boundaries import linear
+    assert constants.SOLVERS == linear.SOLVERS
+    assert constants.DEFAULT_SOLVER == linear.LinearBoundary().solver
 
 
 # --- BLAS threads ---------------------------------------------------------------------------

@@ -206,6 +206,45 @@ def test_cli_evaluate_writes_json_curves_and_grids(evaluated: Path) -> None:
     assert data["sigma_source"] == "boundary metrics" and data["sigma"] > 0   # set by the fit
 
 
+def test_cli_evaluate_quality_held_out_seeds_and_compare(store, boundaries, evaluated,
+                                                        monkeypatch_module, tmp_path: Path,
+                                                        capsys) -> None:
+    """evaluation.json carries edit quality; --seeds evaluates seeds outside the store;
+    --compare writes one row per boundary on the same faces, which the report shows."""
+    data = json.loads((evaluated / "evaluation.json").read_text())
+    q = data["variants"]["plain"]["quality"]
+    assert q["distances"][0] == pytest.approx(-2.0 * data["sigma"])
+    assert q["identity_model"] == "dlib" and 0.0 <= q["same_person_edited"] <= 1.0
+    assert set(data["score_sd"]) == {"age", "gender", "smile", "yaw"}  # the store's spreads
+    out = tmp_path / "held"
+    assert main(["evaluate", "--store", str(store), "--boundary", str(boundaries["smile"]),
+                 "--seeds", "500-501", "--steps", "3", "--keep", "0", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert "quality: change" in capsys.readouterr().out
+    held = json.loads((out / "evaluation.json").read_text())
+    assert held["seeds"] == [500, 501] and held["held_out"] is True and held["pick"] == "seeds"
+    cmp = tmp_path / "cmp"
+    assert main(["evaluate", "--store", str(store), "--boundary", str(boundaries["smile"]),
+                 "--compare", str(boundaries["gender"]), "--seeds", "500-501", "--range", "-1", "1",
+                 "--steps", "3", "--out", str(cmp), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "smile_w.npz: cos to first 1.000" in printed and "gender_w.npz" in printed
+    result = json.loads((cmp / "comparison.json").read_text())
+    assert result["format"] == "facelatent.edit-comparison"
+    assert [r["target"] for r in result["rows"]] == ["smile_logit", "gender_logit"]
+    smile_sigma = json.loads((evaluated / "evaluation.json").read_text())["sigma"]
+    assert result["settings"]["distances"] == pytest.approx([-smile_sigma, smile_sigma])
+    assert result["settings"]["images"] == 2 + 2 * 2 * 2 and result["settings"]["held_out"]
+    assert main(["evaluate", "--store", str(store), "--boundary", str(boundaries["smile"]),
+                 "--compare", str(boundaries["gender"]), "--condition", str(boundaries["gender"]),
+                 "--out", str(cmp)]) == 2
+    assert "--compare edits every boundary plainly" in capsys.readouterr().err
+    page = build_report(store, tmp_path / "r.html", evaluations=[cmp, evaluated])
+    html = page.read_text()
+    assert "Boundary comparison" in html and "identity loss per sd of change" in html
+    assert "remaining % (InterFaceGAN)" in html
+
+
 def test_report_is_one_self_contained_html_file(store, boundaries, evaluated, tmp_path: Path,
                                                 capsys) -> None:
     edit_dir = tmp_path / "edit"

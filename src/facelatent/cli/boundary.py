@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from facelatent.cli.constants import DEFAULT_SOLVER, SOLVERS
+
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group = sub.add_parser("boundary", help="fit, condition and correlate attribute boundaries",
@@ -24,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "fit", help="fit one attribute's boundary from a store",
         description="InterFaceGAN's protocol: top/bottom RATIO of samples by score as the two "
                     "classes, a seeded SPLIT for training, a linear solver with an intercept. "
-                    "Prints validation, remaining-sample and bootstrap-stability figures.")
+                    "Prints validation, remaining-sample (ours: median labels; InterFaceGAN's: "
+                    "midpoint labels) and bootstrap-stability figures. --protocol interfacegan is "
+                    "InterFaceGAN's train_boundary exactly (svc on raw latents, its split).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--store", help="LatentStore folder (from `facelatent sample`)")
     src.add_argument("--npz", help="an .npz with arrays `w` and/or `z` and `scores_<attribute>`")
@@ -33,8 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--ratio", type=float, default=0.02,
                    help="fraction of samples per class from each end; 0.5 = median split")
     p.add_argument("--split", type=float, default=0.7, help="training fraction of each class")
-    p.add_argument("--solver", choices=("logistic", "lda", "linear-svc", "svc"), default="logistic",
-                   help="logistic (fast default), lda, linear-svc, or svc (InterFaceGAN's, slow)")
+    p.add_argument("--solver", choices=SOLVERS, default=None,
+                   help=f"{DEFAULT_SOLVER} (default), {', '.join(s for s in SOLVERS if s != DEFAULT_SOLVER)}"
+                        " (svc is InterFaceGAN's; README: the comparison by edit quality)")
+    p.add_argument("--protocol", choices=("facelatent", "interfacegan"), default="facelatent",
+                   help="interfacegan: its train_boundary index for index (svc, raw latents, "
+                        "floor of split, legacy-seeded shuffle); --seed S equals np.random.seed(S)")
     p.add_argument("--C", type=float, default=1.0, help="inverse regularisation (logistic, linear-svc, svc)")
     p.add_argument("--seed", type=int, default=0, help="seeds the split and the bootstrap")
     p.add_argument("--bootstrap", type=int, default=5, help="refits for stability; 0 = skip")
@@ -48,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "normals (least squares; any number, dependent ones included).")
     p.add_argument("primal", metavar="PRIMAL", help="boundary file (.npz or InterFaceGAN .npy)")
     p.add_argument("--on", nargs="+", required=True, metavar="COND", help="condition boundary files")
+    p.add_argument("--space", choices=("z", "w", "wp"), default=None,
+                   help="space of .npy files whose name does not say (conditions default to "
+                        "PRIMAL's)")
     p.add_argument("--out", required=True, help="boundary file to write (.npz)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_condition)
@@ -56,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                            description="Cosines between the normals of boundary files of one space.")
     p.add_argument("files", nargs="+", metavar="FILE", help="boundary files (.npz or .npy)")
     p.add_argument("--absolute", action="store_true", help="report |cos|")
+    p.add_argument("--space", choices=("z", "w", "wp"), default=None,
+                   help="space of .npy files whose name does not say")
     p.add_argument("--heatmap", help="also write a heatmap PNG here")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_correlate)
@@ -94,11 +107,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     latents, scores, source = read_fit_data(store=args.store, npz=args.npz, space=args.space,
                                             attribute=args.attribute)
+    solver = args.solver or ("svc" if args.protocol == "interfacegan" else DEFAULT_SOLVER)
     print(f"fitting {args.attribute} in {args.space} on {len(latents)} samples "
-          f"({args.solver}, ratio {args.ratio}, {args.bootstrap} bootstrap refits)...",
-          file=sys.stderr, flush=True)
-    est = LinearBoundary(solver=args.solver, ratio=args.ratio, split=args.split, C=args.C,
-                         random_state=args.seed, bootstrap=args.bootstrap).fit(latents, scores)
+          f"({solver}, ratio {args.ratio}, {args.protocol} protocol, {args.bootstrap} bootstrap "
+          "refits)...", file=sys.stderr, flush=True)
+    est = LinearBoundary(solver=solver, ratio=args.ratio, split=args.split, C=args.C,
+                         random_state=args.seed, bootstrap=args.bootstrap,
+                         protocol=args.protocol).fit(latents, scores)
     boundary = est.to_boundary(args.attribute, args.space, {**source, **_command(args)})
     path = boundary.save(args.out)
     m = boundary.metrics
@@ -108,7 +123,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
                                    "metrics": m, "provenance": boundary.provenance}), indent=2))
     else:
         print(f"{boundary.attribute} ({boundary.space}): validation accuracy {_pct(m['val_accuracy'])}, "
-              f"remaining {_pct(m['remaining_accuracy'])}, stability {_num(m['stability'])}, "
+              f"remaining {_pct(m['remaining_accuracy'])} (median labels; InterFaceGAN's midpoint "
+              f"labels {_pct(m['remaining_accuracy_interfacegan'])}), stability {_num(m['stability'])}, "
               f"train {m['n_train']} / val {m['n_val']} / remaining {m['n_remaining']}, "
               f"fit {m['train_time_s']:.3f} s")
         print(f"wrote {path}")
@@ -121,8 +137,8 @@ def cmd_condition(args: argparse.Namespace) -> int:
     from facelatent.boundaries import condition_boundary, load_boundary
     from facelatent.io import jsonable
 
-    primal = load_boundary(args.primal)
-    conditions = [load_boundary(f) for f in args.on]
+    primal = load_boundary(args.primal, args.space)
+    conditions = [load_boundary(f, args.space or primal.space) for f in args.on]
     result = condition_boundary(primal, conditions)
     result.provenance.update(_command(args))
     path = result.save(args.out)
@@ -146,7 +162,7 @@ def cmd_correlate(args: argparse.Namespace) -> int:
     from facelatent.boundaries import correlation_matrix, load_boundary
     from facelatent.boundaries.conditional import save_correlation_heatmap
 
-    boundaries = [load_boundary(f) for f in args.files]
+    boundaries = [load_boundary(f, args.space) for f in args.files]
     names = [b.attribute or Path(f).stem for b, f in zip(boundaries, args.files)]
     if len(set(names)) < len(names):  # two files of one attribute: tell them apart by file name
         names = [Path(f).name.split(".")[0] for f in args.files]

@@ -18,3 +18,7 @@ STORE_ATTRIBUTES = ("age", "gender", "gender_logit", "smile", "smile_logit",
 MIN_SIZE, MAX_SIZE = 16, 4096
 MAX_BATCH = 512
 GENERATE_MAX_SEEDS = 10_000
+
+# facelatent.boundaries.linear
+SOLVERS = ("logistic", "lda", "linear-svc", "svc", "mean-diff")
+DEFAULT_SOLVER = "logistic"            # LinearBoundary's default solver

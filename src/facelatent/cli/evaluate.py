@@ -13,12 +13,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Edit N of the store's samples along a boundary at every strength, re-score "
                     "them with every attribute model and embed them with the recogniser that did "
                     "not make the store's embeddings. Writes evaluation.json, curves.png and "
-                    "grid_<variant>.png; with --condition, plain and conditional side by side.")
+                    "grid_<variant>.png; with --condition, plain and conditional side by side. "
+                    "Edit quality (change per latent unit and per sigma, identity loss and drift "
+                    "per sd of change, same-person fraction) is in evaluation.json. With --compare, "
+                    "BOUNDARY and every compared file edit the same faces by the same latent "
+                    "distances (strengths in BOUNDARY's sigma) and comparison.json holds one row "
+                    "of edit quality each.")
     p.add_argument("--store", required=True, help="LatentStore folder the faces come from")
     p.add_argument("--boundary", required=True, help="boundary file (.npz or InterFaceGAN .npy)")
     p.add_argument("--condition", nargs="+", default=[], metavar="FILE",
                    help="condition boundaries: also evaluate the conditional edit")
+    p.add_argument("--compare", nargs="+", default=[], metavar="FILE",
+                   help="more boundary files to compare with BOUNDARY on the same faces and "
+                        "distances (writes comparison.json)")
     p.add_argument("--n", type=int, default=64, help="faces to evaluate (default 64)")
+    p.add_argument("--seeds", default=None,
+                   help="evaluate these seeds instead of store rows, e.g. held-out ones: "
+                        "1000000-1000063 (made as the store makes its samples)")
     p.add_argument("--pick", choices=("first", "random"), default="first",
                    help="the first N samples, or a seeded random choice")
     p.add_argument("--seed", type=int, default=0, help="seed of --pick random")
@@ -54,14 +65,19 @@ def run(args: argparse.Namespace) -> int:
     from facelatent.generators import resolve_device
     from facelatent.io import read_json
 
+    from facelatent.ranges import parse_seeds
+
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     boundary = load_edit_boundary(args.boundary, args.space)
     conditions = [load_edit_boundary(f, args.space) for f in args.condition]
     strengths = np.linspace(args.range[0], args.range[1], args.steps)
+    if args.compare:
+        return _compare(args, boundary, strengths, seeds)
     with tqdm(unit="img", desc="evaluate", file=sys.stderr) as bar:
         ev = evaluate_store(args.store, boundary, strengths, conditions, n=args.n, pick=args.pick,
-                            seed=args.seed, identity_model=args.identity_model,
+                            seed=args.seed, seeds=seeds, identity_model=args.identity_model,
                             attributes=args.attributes, sigma=args.sigma,
                             device=str(resolve_device(args.device)), mode=args.mode,
                             unit=args.unit, layers=args.layers, batch=args.batch,
@@ -77,8 +93,69 @@ def run(args: argparse.Namespace) -> int:
         print(f"{variant}: target {ev.target or '-'} monotonicity (Spearman) "
               f"{'-' if mono != mono else f'{mono:.3f}'}; identity ({ev.identity_model}) "
               f"{ev.identity_at(lo, variant):.3f} at {lo:+g}, {ev.identity_at(hi, variant):.3f} at {hi:+g}")
+        q = read_json(paths["json"])["variants"][variant].get("quality")
+        if q:
+            print(f"  quality: {_quality_line(q)}")
     for name, d in ev.condition_drift().items():
         print(f"condition {name}: mean |drift| plain {d['plain_mean_abs']:.3g}, conditional "
               f"{d['conditional_mean_abs']:.3g} (reduction {100 * d['reduction']:.0f}%)")
     print(f"{ev.images} images in {ev.seconds:.1f} s; wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _quality_line(q: dict) -> str:
+    def num(key: str, fmt: str = "{:.3f}") -> str:
+        v = q.get(key)
+        return "-" if v is None else fmt.format(v)
+
+    same = q.get("same_person_edited")
+    return (f"change {num('change_per_unit_sd')} sd per latent unit ({num('change_per_sigma')} per "
+            f"sigma); identity loss {num('identity_loss_per_change', '{:.4f}')} and drift "
+            f"{num('drift_per_change')} per sd of change; same person "
+            f"{'-' if same is None else f'{100 * same:.0f}%'}")
+
+
+def _compare(args: argparse.Namespace, boundary, strengths, seeds) -> int:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from facelatent.editing import load_edit_boundary
+    from facelatent.evaluation.quality import QUALITY_FORMAT, QUALITY_FORMAT_VERSION
+    from facelatent.evaluation.store import compare_store
+    from facelatent.generators import resolve_device
+    from facelatent.io import jsonable, write_json
+
+    if args.condition or args.mode != "relative" or args.layers is not None:
+        raise ValueError("--compare edits every boundary plainly in relative mode: drop "
+                         "--condition, --mode absolute and --layers (evaluate those one by one)")
+    files = [args.boundary, *args.compare]
+    boundaries = [boundary, *(load_edit_boundary(f, args.space) for f in args.compare)]
+    labels = [Path(f).name for f in files]
+    if len(set(labels)) < len(labels):
+        labels = list(files)
+    with tqdm(unit="img", desc="compare", file=sys.stderr) as bar:
+        result = compare_store(args.store, boundaries, strengths, labels=labels, n=args.n,
+                               pick=args.pick, seed=args.seed, seeds=seeds, unit=args.unit,
+                               sigma=args.sigma, identity_model=args.identity_model,
+                               attributes=args.attributes, batch=args.batch,
+                               device=str(resolve_device(args.device)), progress=bar.update,
+                               on_start=bar.reset)
+    for row, f in zip(result["rows"], files):
+        row["file"] = f
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_json(out / "comparison.json", jsonable(result), format=QUALITY_FORMAT,
+                      version=QUALITY_FORMAT_VERSION)
+    if args.json:
+        print(json.dumps(jsonable(result), indent=2))
+        return 0
+    st = result["settings"]
+    print(f"{st['n']} faces{' (held out)' if st.get('held_out') else ''}, latent distances "
+          f"{', '.join(f'{d:+.3g}' for d in st['distances'])}, identity by {st['identity_model']}")
+    for row in result["rows"]:
+        q = row.get("quality")
+        print(f"{row['label']}: cos to first {row['cos_to_first']:.3f}; "
+              f"{_quality_line(q) if q else 'no scored target'}")
+    print(f"{st['images']} images in {st['seconds']:.1f} s; wrote {path}")
     return 0

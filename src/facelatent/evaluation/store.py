@@ -26,7 +26,7 @@ from facelatent.evaluation.metrics import (
 from facelatent.faces.analysis import FaceAnalyzer
 from facelatent.generators.base import Generator
 
-__all__ = ["evaluate_store", "pick_rows"]
+__all__ = ["compare_store", "evaluate_store", "pick_rows"]
 
 
 def pick_rows(total: int, n: int, how: str = "first", seed: int = 0) -> np.ndarray:
@@ -99,3 +99,61 @@ def evaluate_store(store_path: str | Path, boundary: Boundary, strengths: Sequen
                        sigma_source=sigma_source if unit == "sigma" else None,
                        store_identity=list(spec.identity))
     return ev
+
+
+def compare_store(store_path: str | Path, boundaries: Sequence[Boundary],
+                  strengths: Sequence[float] | np.ndarray, *, labels: Sequence[str] | None = None,
+                  n: int = 64, pick: str = "first", seed: int = 0,
+                  seeds: Sequence[int] | None = None, unit: str = "sigma",
+                  sigma: float | None = None, identity_model: str | None = None,
+                  attributes: Sequence[str] | str | None = None, batch: int = 8,
+                  generator: Generator | None = None, analyzer: FaceAnalyzer | None = None,
+                  device: str = "cpu", **kwargs: Any) -> dict[str, Any]:
+    """`quality.compare_boundaries` on a store's faces (`n` rows, or `seeds`, e.g. held out):
+    every boundary edits the same faces by the same latent distances, `strengths` in latent
+    units (`unit="raw"`) or in the FIRST boundary's sigma (its metrics, else the store's spread
+    along it) so that all are moved as far as the first. Score spreads are the store's."""
+    from facelatent.boundaries.sources import store_latents
+    from facelatent.editing.settings import check_fits, sigma_for
+    from facelatent.evaluation.quality import compare_boundaries
+    from facelatent.generators import get_generator
+    from facelatent.latents.store import LatentStore
+
+    check_run(0, batch)
+    if unit not in ("sigma", "raw"):
+        raise ValueError(f"unit must be 'sigma' or 'raw', got {unit!r}")
+    store = LatentStore.open(store_path, read_only=True)
+    spec = store.spec
+    for b in boundaries:
+        check_fits(b, spec, f"the store {store_path} ({spec.generator})")
+    space = boundaries[0].space if boundaries else "w"
+    latents = store_latents(store, "z" if space == "z" else "w")
+    if seeds is not None:
+        faces: Any = [int(v) for v in seeds]
+        if not faces:
+            raise ValueError("seeds must hold at least one seed")
+        face_seeds = faces
+    else:
+        rows = pick_rows(len(latents), n, pick, seed)
+        faces, face_seeds = torch.from_numpy(latents[rows]), store.seeds()[rows].tolist()
+    scale, source = 1.0, "raw"
+    if unit == "sigma" and boundaries:
+        scale, source = sigma_for(boundaries[0], sigma, latents=latents)
+    score_sd = {}
+    for name in spec.attributes:
+        values = store.scores(name)
+        score_sd[name] = float(np.nanstd(values)) if np.isfinite(values).any() else float("nan")
+    G = generator or get_generator(spec.generator, device=device)
+    an = analyzer or FaceAnalyzer(device, batch_size=batch)
+    result = compare_boundaries(
+        G, an, boundaries, faces, np.asarray(strengths, dtype=np.float64) * scale,
+        identity_model=identity_model or evaluation_identity_model(spec.identity),
+        score_sd=score_sd, labels=labels, truncation_psi=spec.truncation_psi,
+        truncation_space=spec.truncation_space, batch=batch,
+        attributes=attributes if attributes is not None else (spec.attributes or None), **kwargs)
+    result["settings"].update(
+        store=str(store_path), unit=unit, sigma=scale if unit == "sigma" else None,
+        sigma_source=source if unit == "sigma" else None,
+        strengths=[float(v) for v in strengths],
+        seeds=face_seeds, held_out=seeds is not None and not np.isin(face_seeds, store.seeds()).any())
+    return result
