@@ -289,6 +289,37 @@ def test_the_package_boundaries_load_by_name() -> None:
     assert all(f.is_file() for f in files)
 
 
+def tiny_mapper(G, analyzer: FaceAnalyzer, path: Path):
+    """A random mapping for the tiny generator, saved and loaded as `--mapping` loads it."""
+    from facelatent.mapping import (
+        Checkpoint,
+        Mapper,
+        MapperConfig,
+        build,
+        save_checkpoint,
+    )
+
+    torch.manual_seed(1)
+    config = MapperConfig(w_dim=G.w_dim, num_ws=G.num_ws, attr_init="random", hidden=(32, 32))
+    net, disc = build(config)
+    target = {"name": TINY, "w_dim": G.w_dim, "num_ws": G.num_ws, "truncation_psi": PSI}
+    save_checkpoint(path, Checkpoint(config, target, net, disc))
+    return Mapper.from_checkpoint(path, analyzer=analyzer)
+
+
+def test_swap_takes_identity_and_attributes_through_the_mapping(service: EditorService, G,
+                                                               tmp_path: Path,
+                                                               monkeypatch) -> None:
+    mapper = tiny_mapper(G, service.analyzer, tmp_path / "checkpoint.npz")
+    monkeypatch.setattr(service, "mapper", mapper)
+    a, b = service.face_from_seed(1), service.face_from_seed(2)
+    swapped = service.swap(a, b)
+    faces = [service.render(f, Edit()).full for f in (a, b)]
+    torch.testing.assert_close(swapped.latent, mapper.swap(faces[0], faces[1]), rtol=0, atol=0)
+    assert swapped.origin == "swap" and swapped.reference is not None
+    assert not torch.equal(service.swap(b, a).latent, swapped.latent)
+
+
 def test_identity_page_and_swap(service: EditorService, G, tmp_path: Path, monkeypatch) -> None:
     rng = np.random.default_rng(4)
     _, w = latents_for_seeds(G, [10, 20], PSI)
@@ -307,9 +338,8 @@ def test_identity_page_and_swap(service: EditorService, G, tmp_path: Path, monke
 
 # -- the command ------------------------------------------------------------------------------------
 def test_serve_is_local_by_default_and_warns_when_exposed(monkeypatch, capsys) -> None:
-    import facelatent.cli.serve as serve
-    import facelatent.webui.app as app
-    import facelatent.webui.load as load
+    from facelatent.cli import serve
+    from facelatent.webui import app, load
 
     calls = []
     monkeypatch.setattr(load, "load_service", lambda **kw: type("S", (), {"directions": {}})())
@@ -329,21 +359,21 @@ def test_serve_is_local_by_default_and_warns_when_exposed(monkeypatch, capsys) -
 def test_the_cli_module_imports_nothing_heavy() -> None:
     import ast
 
-    import facelatent.cli.serve as serve
+    from facelatent.cli import serve
 
     tree = ast.parse(Path(serve.__file__).read_text())
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = {a.name.split(".")[0] for n in top for a in n.names} | {
         (n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
-    assert names <= {"__future__", "argparse", "sys", "annotations", ""}
+    assert names <= {"__future__", "argparse", "importlib", "sys", "annotations", ""}
 
 
 # -- real models ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_photo_is_aligned_inverted_edited_and_saved(tmp_path: Path) -> None:
     from facelatent.editing.start import load_start
-    from facelatent.weights import file_path
     from facelatent.webui.load import load_service
+    from facelatent.weights import file_path
 
     service = load_service(sefa=0, invert_steps=3, preview_size=128, boundaries=None)
     seen: list[float] = []

@@ -23,7 +23,6 @@ from PIL import Image
 
 from facelatent.cli import main
 
-pytestmark = pytest.mark.slow
 SEED = 11                 # a frontal, unsmiling face (smile log-odds -4.4, age 41)
 SHOTS = Path("/tmp/webui-shots")
 TIMEOUT_MS = 120_000      # a render on a loaded 2-core machine, with the queue in front
@@ -38,7 +37,7 @@ def chromium() -> str:
 
         with sync_playwright() as p:
             candidates.append(p.chromium.executable_path)
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - no browser of Playwright's own: try the others
         pass
     for path in candidates:
         if path and Path(path).is_file() and os.access(path, os.X_OK):
@@ -56,33 +55,50 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, object]]:
+def serving(service) -> Iterator[str]:
+    """The page of ``service`` on a free local port, closed afterwards."""
     pytest.importorskip("gradio")
     from facelatent.webui.app import launch
-    from facelatent.webui.load import load_service
 
-    service = load_service(sefa=2)
     port = free_port()
     demo = launch(service, port=port, block=False)
     try:
-        yield f"http://127.0.0.1:{port}/", service
+        yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
 
 
 @pytest.fixture(scope="module")
-def page(server) -> Iterator[object]:
+def browser() -> Iterator[object]:
+    """One headless Chromium for the module's pages."""
     playwright = pytest.importorskip("playwright.sync_api")
     executable = chromium()
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, headless=True)
-        page = browser.new_page(viewport={"width": 1300, "height": 1150}, accept_downloads=True)
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(server[0])
-        page.wait_for_selector("#scores table")
-        yield page
+        yield browser
         browser.close()
+
+
+def browsing(browser, url: str) -> Iterator[object]:
+    """A page on ``url``, once the first face and its panel are shown."""
+    page = browser.new_page(viewport={"width": 1300, "height": 1150}, accept_downloads=True)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#scores table")
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    from facelatent.webui.load import load_service
+
+    yield from serving(load_service(sefa=2))
+
+
+@pytest.fixture(scope="module")
+def page(browser, server: str) -> Iterator[object]:
+    yield from browsing(browser, server)
 
 
 def face_src(page) -> str:
@@ -117,13 +133,14 @@ def set_slider(page, key: str, value: float) -> str:
     return settle(page, before)
 
 
-def test_seed_sliders_scores_download_and_screenshot(page, server, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_seed_sliders_scores_download_and_screenshot(page, tmp_path: Path) -> None:
     before = face_src(page)
     page.get_by_role("tab", name="Seed").click()
     page.locator("#seed input").fill(str(SEED))
     page.click("#show-seed")
     start = settle(page, before)
-    smile0, age0 = score(page, "smile_logit"), score(page, "age")
+    smile0 = score(page, "smile_logit")
     image0 = shown(page, start)
 
     after_smile = set_slider(page, "smile", 2)
@@ -181,6 +198,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, message", [
     ("not an image", "is not a PNG, JPEG or WebP image"),
     ("0 bytes", "is empty (0 bytes)"),
@@ -206,3 +224,47 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_running(page, bad_files,
     settle(page, before)
     time.sleep(0.2)
     assert "Error" not in page.locator("#status").inner_text()
+
+
+# -- the swap and synthetic-identity tabs, on the tiny random models ----------------------------------
+@pytest.fixture(scope="module")
+def tiny_page(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from test_webui import PSI, tiny_mapper
+
+    from facelatent.boundaries import Boundary, IdentityBoundaries
+    from facelatent.faces.analysis import FaceAnalyzer, random_face_loaders
+    from facelatent.generators import get_generator
+    from facelatent.latents.sampling import latents_for_seeds
+    from facelatent.webui import directions as dirs
+    from facelatent.webui.service import EditorService
+
+    root = tmp_path_factory.mktemp("tiny")
+    G = get_generator("mobilestylegan-tiny")
+    analyzer = FaceAnalyzer(loaders=random_face_loaders())
+    rng = np.random.default_rng(5)
+    Boundary.from_direction(rng.standard_normal(G.w_dim), attribute="smile", space="w",
+                            metrics={"sigma": 1.0}).save(root / "smile_w.npz")
+    normals = rng.standard_normal((3, G.w_dim))
+    ids = IdentityBoundaries(np.array([3, 4, 9]), normals / np.linalg.norm(normals, axis=1)[:, None],
+                             np.zeros(3), latents_for_seeds(G, [3, 4, 9], PSI)[1].numpy())
+    service = EditorService(G, analyzer, dirs.attribute_directions(G, dirs.boundary_files(root)),
+                            truncation_psi=PSI, preview_size=64, identities=ids,
+                            mapper=tiny_mapper(G, analyzer, root / "checkpoint.npz"))
+    for url in serving(service):
+        yield from browsing(browser, url)
+
+
+def test_swap_and_synthetic_identity_tabs(tiny_page) -> None:
+    page = tiny_page
+    page.get_by_role("tab", name="Swap identity and attributes").click()
+    page.click("#swap")
+    page.wait_for_selector("#swap-a img")
+    page.wait_for_selector("#swap-b img")
+    page.get_by_role("tab", name="Synthetic identity").click()
+    page.click("#identity-page")
+    page.wait_for_function("() => document.querySelectorAll('#identity-gallery img').length >= 9")
+    captions = page.locator("#identity-gallery").inner_text()
+    assert "reference seed 3" in captions and "dlib" in captions
+    assert "Error" not in page.locator("body").inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "identity-tab-tiny.png"), full_page=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -49,10 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must lie in 1..65535, got {args.port}")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise ValueError("the web editor needs Gradio: pip install 'facelatent[web]'") from None
+    if importlib.util.find_spec("gradio") is None:
+        raise ValueError("the web editor needs Gradio: pip install 'facelatent[web]'")
     from facelatent.webui.app import launch
 
     if args.host not in LOCAL_HOSTS:

@@ -21,7 +21,7 @@ from typing import Any
 from facelatent.webui.service import MAX_STRENGTH, Edit, EditorService, Face, Render
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # no calls home from the server
-import gradio as gr  # noqa: E402  (after the variable above)
+import gradio as gr  # after the variable above
 
 __all__ = ["QUEUE_SIZE", "SLIDER_RANGE", "build_app", "launch"]
 
@@ -84,49 +84,49 @@ def build_app(service: EditorService) -> gr.Blocks:
         gr.Markdown(f"## facelatent editor\n{getattr(service.generator, 'name', '')}, "
                     f"truncation {service.truncation_psi:g}; sliders in standard deviations "
                     "(sigma) of the faces along each boundary.")
-        with gr.Row():
-            with gr.Column(scale=1):
-                with gr.Tab("Seed"):
-                    seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
+        with gr.Tab("Editor"), gr.Row():
+                with gr.Column(scale=1):
+                    with gr.Tab("Seed"):
+                        seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
+                        with gr.Row():
+                            go = gr.Button("Show", variant="primary", elem_id="show-seed")
+                            rand = gr.Button("Random", elem_id="random-seed")
+                    with gr.Tab("Latent file"):
+                        latents_file = gr.File(label="latents.npz (from generate, invert or this "
+                                               "editor)", file_types=[".npz"], type="binary",
+                                               elem_id="latents-upload")
+                    with gr.Tab("Photo"):
+                        photo_file = gr.File(label=f"photo: PNG, JPEG or WebP, up to "
+                                             f"{service.limits.max_bytes // 2**20} MB",
+                                             file_types=PHOTO_TYPES, type="binary",
+                                             elem_id="photo-upload")
+                        invert = gr.Button(f"Find the face and invert ({service.invert_steps} steps)",
+                                           elem_id="invert")
+                        aligned = gr.Image(label="aligned face", interactive=False, height=160)
+                    sliders = {k: gr.Slider(-SLIDER_RANGE, SLIDER_RANGE, value=0, step=0.1,
+                                            label=k, elem_id=f"slider-{k}") for k in attribute_keys}
+                    with gr.Accordion("SeFa directions (unsupervised)", open=False):
+                        sliders.update({k: gr.Slider(-SLIDER_RANGE, SLIDER_RANGE, value=0, step=0.1,
+                                                     label=k, elem_id=f"slider-{k}")
+                                        for k in sefa_keys})
+                    keep = gr.Dropdown(keys, value=[], multiselect=True, elem_id="keep-fixed",
+                                       label="keep fixed (edit orthogonally to these)")
                     with gr.Row():
-                        go = gr.Button("Show", variant="primary", elem_id="show-seed")
-                        rand = gr.Button("Random", elem_id="random-seed")
-                with gr.Tab("Latent file"):
-                    latents_file = gr.File(label="latents.npz (from generate, invert or this "
-                                           "editor)", file_types=[".npz"], type="binary",
-                                           elem_id="latents-upload")
-                with gr.Tab("Photo"):
-                    photo_file = gr.File(label=f"photo: PNG, JPEG or WebP, up to "
-                                         f"{service.limits.max_bytes // 2**20} MB",
-                                         file_types=PHOTO_TYPES, type="binary",
-                                         elem_id="photo-upload")
-                    invert = gr.Button(f"Find the face and invert ({service.invert_steps} steps)",
-                                       elem_id="invert")
-                    aligned = gr.Image(label="aligned face", interactive=False, height=160)
-                sliders = {k: gr.Slider(-SLIDER_RANGE, SLIDER_RANGE, value=0, step=0.1,
-                                        label=k, elem_id=f"slider-{k}") for k in attribute_keys}
-                with gr.Accordion("SeFa directions (unsupervised)", open=False):
-                    sliders.update({k: gr.Slider(-SLIDER_RANGE, SLIDER_RANGE, value=0, step=0.1,
-                                                 label=k, elem_id=f"slider-{k}")
-                                    for k in sefa_keys})
-                keep = gr.Dropdown(keys, value=[], multiselect=True, elem_id="keep-fixed",
-                                   label="keep fixed (edit orthogonally to these)")
-                with gr.Row():
-                    first = gr.Slider(0, last_layer, value=0, step=1, label="first style input",
-                                      elem_id="layer-first")
-                    last = gr.Slider(0, last_layer, value=last_layer, step=1,
-                                     label="last style input", elem_id="layer-last")
-                reset = gr.Button("Reset", elem_id="reset")
-            with gr.Column(scale=1):
-                image = gr.Image(label="face", type="filepath", format="png", interactive=False,
-                                 buttons=["download", "fullscreen"],
-                                 elem_id="face", height=512)
-                status = gr.Markdown(elem_id="status")
-                with gr.Row():
-                    png_out = gr.DownloadButton("Download image (PNG)", elem_id="download-png")
-                    npz_out = gr.DownloadButton("Download latent (.npz)", elem_id="download-npz")
-                scores = gr.HTML(elem_id="scores")
-                command = gr.Markdown(elem_id="command")
+                        first = gr.Slider(0, last_layer, value=0, step=1, label="first style input",
+                                          elem_id="layer-first")
+                        last = gr.Slider(0, last_layer, value=last_layer, step=1,
+                                         label="last style input", elem_id="layer-last")
+                    reset = gr.Button("Reset", elem_id="reset")
+                with gr.Column(scale=1):
+                    image = gr.Image(label="face", type="filepath", format="png", interactive=False,
+                                     buttons=["download", "fullscreen"],
+                                     elem_id="face", height=512)
+                    status = gr.Markdown(elem_id="status")
+                    with gr.Row():
+                        png_out = gr.DownloadButton("Download image (PNG)", elem_id="download-png")
+                        npz_out = gr.DownloadButton("Download latent (.npz)", elem_id="download-npz")
+                    scores = gr.HTML(elem_id="scores")
+                    command = gr.Markdown(elem_id="command")
         extra_tabs(service, face_state)
 
         controls = [*sliders.values(), keep, first, last]
@@ -159,7 +159,7 @@ def build_app(service: EditorService) -> gr.Blocks:
             def run(*args: Any, **kwargs: Any) -> Iterator[tuple[Any, ...]]:
                 try:
                     yield from fn(*args, **kwargs)
-                except Exception as exc:   # every failure becomes a line in the page
+                except Exception as exc:  # noqa: BLE001 - every failure is a line in the page
                     out: list[Any] = [gr.update()] * width
                     out[width - 4] = _message(exc)
                     yield tuple(out)
@@ -187,7 +187,7 @@ def build_app(service: EditorService) -> gr.Blocks:
             if data is not None:
                 yield from loaded(lambda: service.face_from_latents(data, "latents"))
 
-        def on_photo(data: bytes | None, progress: gr.Progress = gr.Progress()
+        def on_photo(data: bytes | None, progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way
                      ) -> Iterator[tuple[Any, ...]]:
             if data is None:
                 raise ValueError("upload a photo first")
@@ -224,9 +224,9 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
             swap = gr.Button("Swap", elem_id="swap")
             with gr.Row():
                 a = gr.Image(label="this face's identity, the other's attributes",
-                             interactive=False)
+                             interactive=False, elem_id="swap-a")
                 b = gr.Image(label="the other's identity, this face's attributes",
-                             interactive=False)
+                             interactive=False, elem_id="swap-b")
             swap_status = gr.Markdown()
 
             def on_swap(face: Face | None, value: Any) -> tuple[Any, ...]:
@@ -237,7 +237,7 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
                     one, two = service.swap(face, second), service.swap(second, face)
                     return (service.render(one, Edit()).preview,
                             service.render(two, Edit()).preview, "")
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - shown in the page
                     return gr.update(), gr.update(), _message(exc)
 
             swap.click(on_swap, [face_state, other], [a, b, swap_status])
@@ -253,7 +253,7 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
                 max_off = gr.Slider(0.5, 5.0, value=2.0, step=0.1, label="max offset")
                 page_seed = gr.Number(value=0, precision=0, label="sampling seed")
             page = gr.Button("Show", elem_id="identity-page")
-            gallery = gr.Gallery(columns=5, label="the reference first")
+            gallery = gr.Gallery(columns=5, label="the reference first", elem_id="identity-gallery")
             page_status = gr.Markdown()
 
             def on_page(reference: Any, n: Any, off: Any, s: Any) -> tuple[Any, ...]:
@@ -261,7 +261,7 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
                     images, captions = service.identity_page(int(reference), int(n), float(off),
                                                              int(s))
                     return list(zip(images, captions)), ""
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - shown in the page
                     return gr.update(), _message(exc)
 
             page.click(on_page, [ref, count, max_off, page_seed], [gallery, page_status])
@@ -273,11 +273,11 @@ def launch(service: EditorService, host: str = "127.0.0.1", port: int | None = N
     link unless ``share``, and print its address. ``block`` False returns at once with the
     server running (tests; `gr.Blocks.close` stops it)."""
     demo = build_app(service)
-    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=True,
         max_file_size=service.limits.max_bytes, show_error=False, ssr_mode=False,
-        allowed_paths=[str(service.workdir)], css=CSS, quiet=True, footer_links=[],
+        css=CSS, quiet=True, footer_links=[],
         pwa=False, mcp_server=False)
     if block:
         print(f"facelatent serve: the editor is at {local_url}"

@@ -27,7 +27,12 @@ import numpy as np
 
 from facelatent.boundaries.boundary import Boundary
 from facelatent.editing.apply import distance_spread
-from facelatent.editing.settings import check_fits, load_edit_boundary, sefa_layers, sigma_for
+from facelatent.editing.settings import (
+    check_fits,
+    load_edit_boundary,
+    sefa_layers,
+    sigma_for,
+)
 from facelatent.generators.base import Generator
 
 __all__ = ["DEFAULT_BOUNDARIES", "PACKAGE_BOUNDARIES", "STORE_ATTRIBUTES", "Direction",

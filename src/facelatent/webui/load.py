@@ -20,8 +20,8 @@ def load_service(*, boundaries: str | Path | None = None, store: str | Path | No
     from facelatent.generators import get_generator
     from facelatent.generators.base import resolve_device
     from facelatent.latents.sampling import check_truncation_psi
-    from facelatent.weights import cache_root
     from facelatent.webui import directions as dirs
+    from facelatent.weights import cache_root
 
     if not 0 <= sefa <= 32:
         raise ValueError(f"--sefa must lie in 0..32, got {sefa}")

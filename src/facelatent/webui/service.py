@@ -44,8 +44,13 @@ from facelatent.images import resize, to_uint8
 from facelatent.io import save_npz
 from facelatent.ranges import SEED_LIMIT, parse_layers
 from facelatent.webui.directions import Direction
-from facelatent.webui.uploads import (UploadLimits, clean_name, read_latents_upload,
-                                      read_photo_upload)
+from facelatent.webui.uploads import (
+    DEFAULT_LIMITS,
+    UploadLimits,
+    clean_name,
+    read_latents_upload,
+    read_photo_upload,
+)
 
 __all__ = ["MAX_STRENGTH", "PANEL_ATTRIBUTES", "Analysis", "Edit", "EditorService", "Face",
            "Render"]
@@ -121,7 +126,7 @@ class EditorService:
                  truncation_space: str = "w",
                  preview_size: int = 256,         # px of the image shown while dragging
                  invert_steps: int = 60,          # optimisation steps for an uploaded photo
-                 limits: UploadLimits = UploadLimits(),
+                 limits: UploadLimits = DEFAULT_LIMITS,
                  mapper: Any = None,              # facelatent.mapping.Mapper, or None
                  identities: Any = None,          # IdentityBoundaries, or None
                  workdir: str | Path | None = None,   # downloads are written here
@@ -150,7 +155,7 @@ class EditorService:
     def random_seed(self) -> int:
         return secrets.randbelow(1_000_000)
 
-    def face_from_seed(self, seed: int | float | str) -> Face:
+    def face_from_seed(self, seed: float | str) -> Face:
         """The face `facelatent generate --seeds SEED` makes at the editor's truncation."""
         from facelatent.latents.sampling import latents_for_seeds
 
@@ -328,15 +333,15 @@ class EditorService:
             return None
         key, s = moved[0]
         d = self.directions[key]
-        if d.file is None:
-            return None
-        parts = [f"facelatent edit --seeds {face.seed} --boundary {d.file} --range {s:g} {s:g} "
-                 f"--steps 1 --psi {self.truncation_psi:g} --size {self.generator.resolution}"]
+        kept = [self.directions[k].file for k in edit.keep_fixed if k != key]
+        if d.file is None or None in kept:
+            return None                   # a SeFa direction has no file to name
+        parts = [(f"facelatent edit --seeds {face.seed} --boundary {d.file} --range {s:g} {s:g} "
+                  f"--steps 1 --psi {self.truncation_psi:g} --size {self.generator.resolution}")]
         if edit.layers is not None:
             parts.append(f"--layers {edit.layers}")
-        conditions = [str(self.directions[k].file) for k in edit.keep_fixed if k != key]
-        if conditions:
-            parts.append("--condition " + " ".join(conditions))
+        if kept:
+            parts.append("--condition " + " ".join(map(str, kept)))
         return " ".join(parts) + " --out edits/"
 
     # -- identity mapping and synthetic identities ---------------------------------------------
@@ -377,9 +382,10 @@ class EditorService:
                                                self.truncation_space, batch=4)))
             emb = self.analyzer.embed(images, judge, generated=True).cpu()
         cos = (emb @ emb[0]).tolist()
+        verdict = ["same" if c > SAME_PERSON_THRESHOLD[judge] else "other" for c in cos]
         captions = [f"reference seed {int(reference)}"] + [
-            f"offset {o:.2f}: {judge} {c:.3f} ({'same' if c > SAME_PERSON_THRESHOLD[judge] else 'other'})"
-            for o, c in zip(offsets, cos[1:])]
+            f"offset {o:.2f}: {judge} {c:.3f} ({v})"
+            for o, c, v in zip(offsets, cos[1:], verdict[1:])]
         return to_uint8(resize(images, self.preview_size)), captions
 
 

@@ -33,7 +33,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from facelatent.editing.start import EditStart
 
-__all__ = ["IMAGE_TYPES", "UploadLimits", "clean_name", "read_latents_upload", "read_photo_upload"]
+__all__ = ["DEFAULT_LIMITS", "IMAGE_TYPES", "UploadLimits", "clean_name", "read_latents_upload", "read_photo_upload"]
 
 IMAGE_TYPES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}    # + WebP (RIFF....WEBP)
 _ZIP = b"PK\x03\x04"
@@ -50,6 +50,9 @@ class UploadLimits:
 
     def megabytes(self, n: int) -> str:
         return f"{n / 2**20:.0f} MB"
+
+
+DEFAULT_LIMITS = UploadLimits()
 
 
 def clean_name(name: str | None, default: str = "upload") -> str:
@@ -71,7 +74,7 @@ def _image_type(data: bytes) -> str | None:
 
 def _check_size(data: bytes, name: str, limit: int, limits: UploadLimits) -> None:
     if not isinstance(data, (bytes, bytearray)):
-        raise ValueError(f"{name}: expected the uploaded file's bytes")
+        raise TypeError(f"{name}: expected the uploaded file's bytes")
     if len(data) == 0:
         raise ValueError(f"{name} is empty (0 bytes)")
     if len(data) > limit:
@@ -92,7 +95,7 @@ def _check_pixels(data: bytes, name: str, limits: UploadLimits) -> None:
         size = f"{int(claimed[1]) / 1e6:.0f} MP" if claimed else "too large"
         raise ValueError(f"{name} is {size}, over the {limits.max_pixels / 1e6:.0f} MP this "
                          "editor accepts; shrink it first") from None
-    except Exception:
+    except Exception:  # noqa: BLE001 - PIL raises many kinds; the full read names the fault
         return
     if w * h > limits.max_pixels:
         raise ValueError(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} MP), over the "
@@ -115,9 +118,11 @@ def _through_file(data: bytes, name: str, suffix: str, read: Callable[[Path], T]
         os.unlink(tmp)
 
 
-def read_photo_upload(data: bytes, name: str, limits: UploadLimits = UploadLimits()) -> Tensor:
+def read_photo_upload(data: bytes, name: str, limits: UploadLimits = DEFAULT_LIMITS) -> Tensor:
     """An uploaded photo as float RGB ``[3, H, W]`` in [-1, 1] (module docstring: the checks)."""
-    from facelatent.faces.files import _read_one    # what `facelatent score` reads a file with
+    from facelatent.faces.files import (
+        _read_one,  # what `facelatent score` reads a file with
+    )
 
     _check_size(data, name, limits.max_bytes, limits)
     kind = _image_type(bytes(data[:16]))
@@ -136,7 +141,7 @@ def read_photo_upload(data: bytes, name: str, limits: UploadLimits = UploadLimit
 
 
 def read_latents_upload(data: bytes, name: str, space: str = "w",
-                        limits: UploadLimits = UploadLimits()) -> EditStart:
+                        limits: UploadLimits = DEFAULT_LIMITS) -> EditStart:
     """An uploaded latents file (``latents.npz`` from `facelatent generate`, `facelatent
     invert` or this editor) as `facelatent.editing.EditStart`, read as `facelatent edit
     --latents` reads it."""
