@@ -191,7 +191,9 @@ def build_app(service: EditorService) -> gr.Blocks:
                      ) -> Iterator[tuple[Any, ...]]:
             if data is None:
                 raise ValueError("upload a photo first")
-            face = service.face_from_photo(data, "photo", lambda f, text: progress(f, desc=text))
+            found = service.align_upload(data, "photo")
+            yield (found.preview,) + (gr.update(),) * len(loading)
+            face = service.invert(found, lambda f, text: progress(f, desc=text))
             for part in show(face, Edit()):
                 yield (face.aligned, face, *zeros, *part)
 
@@ -200,17 +202,19 @@ def build_app(service: EditorService) -> gr.Blocks:
                 yield (*zeros, *part)
 
         loading = [face_state, *controls, *shown]
-        go.click(guarded(on_seed, len(loading)), [seed], loading)
-        seed.submit(guarded(on_seed, len(loading)), [seed], loading)
-        rand.click(guarded(on_random, len(loading) + 1), None, [seed, *loading])
-        latents_file.upload(guarded(on_latents, len(loading)), [latents_file], loading)
-        invert.click(guarded(on_photo, len(loading) + 1), [photo_file], [aligned, *loading])
+        busy = {"show_progress_on": [image]}       # the progress shows on the face alone
+        go.click(guarded(on_seed, len(loading)), [seed], loading, **busy)
+        seed.submit(guarded(on_seed, len(loading)), [seed], loading, **busy)
+        rand.click(guarded(on_random, len(loading) + 1), None, [seed, *loading], **busy)
+        latents_file.upload(guarded(on_latents, len(loading)), [latents_file], loading, **busy)
+        invert.click(guarded(on_photo, len(loading) + 1), [photo_file], [aligned, *loading],
+                     **busy)
         reset.click(guarded(on_reset, len(controls) + len(shown)), [face_state],
-                    [*controls, *shown])
+                    [*controls, *shown], **busy)
         for control in controls:
             control.input(guarded(on_edit, len(shown)), [face_state, *controls], shown,
-                          trigger_mode="always_last", show_progress="minimal")
-        demo.load(guarded(on_seed, len(loading)), [seed], loading)
+                          trigger_mode="always_last", show_progress="minimal", **busy)
+        demo.load(guarded(on_seed, len(loading)), [seed], loading, **busy)
     return demo
 
 
@@ -223,10 +227,11 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
             other = gr.Number(value=1, precision=0, label="the other face: seed")
             swap = gr.Button("Swap", elem_id="swap")
             with gr.Row():
-                a = gr.Image(label="this face's identity, the other's attributes",
-                             interactive=False, elem_id="swap-a")
-                b = gr.Image(label="the other's identity, this face's attributes",
-                             interactive=False, elem_id="swap-b")
+                faces = [gr.Image(label=label, interactive=False, elem_id=key)
+                         for key, label in (("swap-this", "this face (unedited)"),
+                                            ("swap-other", "the other face"),
+                                            ("swap-a", "this face's identity, the other's rest"),
+                                            ("swap-b", "the other's identity, this face's rest"))]
             swap_status = gr.Markdown()
 
             def on_swap(face: Face | None, value: Any) -> tuple[Any, ...]:
@@ -234,13 +239,12 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
                     if face is None:
                         raise ValueError("show a face in the editor first")
                     second = service.face_from_seed(value)
-                    one, two = service.swap(face, second), service.swap(second, face)
-                    return (service.render(one, Edit()).preview,
-                            service.render(two, Edit()).preview, "")
+                    shown = [face, second, service.swap(face, second), service.swap(second, face)]
+                    return (*(service.render(f, Edit()).preview for f in shown), "")
                 except Exception as exc:  # noqa: BLE001 - shown in the page
-                    return gr.update(), gr.update(), _message(exc)
+                    return (*(gr.update() for _ in faces), _message(exc))
 
-            swap.click(on_swap, [face_state, other], [a, b, swap_status])
+            swap.click(on_swap, [face_state, other], [*faces, swap_status])
     if service.identities is not None:
         ids = service.identities
         with gr.Tab("Synthetic identity"):

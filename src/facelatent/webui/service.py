@@ -52,7 +52,7 @@ from facelatent.webui.uploads import (
     read_photo_upload,
 )
 
-__all__ = ["MAX_STRENGTH", "PANEL_ATTRIBUTES", "Analysis", "Edit", "EditorService", "Face",
+__all__ = ["MAX_STRENGTH", "PANEL_ATTRIBUTES", "Aligned", "Analysis", "Edit", "EditorService", "Face",
            "Render"]
 
 KEEP_EXPORTS = 64      # newest download folders kept; the front end has served or copied older ones
@@ -89,6 +89,21 @@ class Face:
     reference: Analysis | None = None
     aligned: np.ndarray | None = None
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Aligned:
+    """A face found in an uploaded photo: ``crop`` ``[1, 3, S, S]`` FFHQ-aligned in [-1, 1],
+    face ``index`` of ``count`` (left to right), ``label`` the upload's cleaned name."""
+
+    label: str
+    crop: Tensor
+    index: int
+    count: int
+
+    @property
+    def preview(self) -> np.ndarray:
+        return to_uint8(self.crop)[0]
 
 
 @dataclass(frozen=True)
@@ -185,35 +200,45 @@ class EditorService:
                 if len(start) > 1 else "")
         return self._with_reference(Face(start.names[0], latent, "latents", note=note))
 
-    def face_from_photo(self, data: bytes, name: str, progress: Progress | None = None) -> Face:
-        """The largest face of an uploaded photo, FFHQ-aligned and inverted into W+
-        (`Inverter`, ``invert_steps`` steps; from the mapping's encoder when there is one)."""
-        from facelatent.inversion import Inverter, align_photo
+    def align_upload(self, data: bytes, name: str) -> Aligned:
+        """The largest face of an uploaded photo, FFHQ-aligned (checks: `uploads`)."""
+        from facelatent.inversion import align_photo
 
         label = clean_name(name, "photo")
         image = read_photo_upload(data, label, self.limits)
         with self.lock:
             faces = align_photo(self.analyzer, image)
-            if not faces:
-                raise ValueError(f"no face found in {label}; upload a photo where a face is at "
-                                 "least about 1/30 of the photo's width")
-            face = max(faces, key=lambda f: _quad_area(f.transform))
-            crop = face.crop[None]
-            encoder = self.mapper.encode if self.mapper is not None else None
-            inverter = Inverter("wp", self.invert_steps, init="encoder" if encoder else "mean",
-                                encoder=encoder)
+        if not faces:
+            raise ValueError(f"no face found in {label}; upload a photo where a face is at "
+                             "least about 1/30 of the photo's width")
+        face = max(faces, key=lambda f: _quad_area(f.transform))
+        return Aligned(label, face.crop[None], face.index, len(faces))
 
-            def report(step: int, total: int, _: Tensor) -> None:
-                if progress is not None:
-                    progress(step / total, f"inverting {label}: step {step} of {total}")
+    def invert(self, aligned: Aligned, progress: Progress | None = None) -> Face:
+        """An aligned face inverted into W+ (`Inverter`, ``invert_steps`` steps; from the
+        mapping's encoder when there is one), reporting ``progress(fraction, text)``."""
+        from facelatent.inversion import Inverter
 
-            inverter.fit(self.generator, crop, self.analyzer, progress=report)
-        metrics = {k: float(v[0]) for k, v in inverter.metrics_.items()}
-        note = (f"{label}: face {face.index + 1} of {len(faces)}, inverted in W+ "
-                f"({self.invert_steps} steps; MS-SSIM {metrics.get('msssim', float('nan')):.3f})")
-        out = Face(f"{label}_face{face.index}", inverter.latents_.float().cpu(), "photo",
-                   aligned=to_uint8(crop)[0], note=note)
+        encoder = self.mapper.encode if self.mapper is not None else None
+        inverter = Inverter("wp", self.invert_steps, init="encoder" if encoder else "mean",
+                            encoder=encoder)
+
+        def report(step: int, total: int, _: Tensor) -> None:
+            if progress is not None:
+                progress(step / total, f"inverting {aligned.label}: step {step} of {total}")
+
+        with self.lock:
+            inverter.fit(self.generator, aligned.crop, self.analyzer, progress=report)
+        msssim = float(inverter.metrics_["msssim"][0])
+        note = (f"{aligned.label}: face {aligned.index + 1} of {aligned.count}, inverted in W+ "
+                f"({self.invert_steps} steps; MS-SSIM {msssim:.3f})")
+        out = Face(f"{aligned.label}_face{aligned.index}", inverter.latents_.float().cpu(),
+                   "photo", aligned=aligned.preview, note=note)
         return self._with_reference(out)
+
+    def face_from_photo(self, data: bytes, name: str, progress: Progress | None = None) -> Face:
+        """`align_upload`, then `invert`."""
+        return self.invert(self.align_upload(data, name), progress)
 
     def _with_reference(self, face: Face) -> Face:
         render = self.render(face, Edit())
