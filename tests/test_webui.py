@@ -392,3 +392,14 @@ def test_a_photo_is_aligned_inverted_edited_and_saved(tmp_path: Path) -> None:
     _, npz = service.export(face, Edit({"smile": 2.0}), render)
     start = load_start([npz], "w")
     np.testing.assert_array_equal(start.latents, render.latent.numpy())
+
+
+def test_only_the_front_end_imports_gradio() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, facelatent, facelatent.webui.service, facelatent.webui.load; "
+            "from facelatent.cli import build_parser; build_parser().parse_args(['serve']); "
+            "print('gradio' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
