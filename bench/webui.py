@@ -3,6 +3,7 @@ in one run.
 
     python bench/webui.py [--repeats 7] [--preview 256] [--json]
     python bench/webui.py --tiny            # no model files: the tiny random generator
+    python bench/webui.py --page /usr/bin/chromium   # also through the page, in a browser
 
 Times, each the median of ``--repeats`` slider moves after one warm-up (every move a new
 slider value, so nothing is reused; the cases take turns, so load changes hit all alike):
@@ -14,6 +15,11 @@ slider value, so nothing is reused; the cases take turns, so load changes hit al
   embeddings (`analyse`), the panel (`report`) and the full-size PNG and latent files
   (`export`);
 - the same two with three sliders moved and one kept fixed (a conditional edit).
+
+With ``--page``, the same slider moved in the page itself (Gradio, its queue and headless
+Chromium, in this process), from the value entered to the preview and to the full-size image
+on screen (median of ``--repeats``; the page's times come after the service's, not
+interleaved with the baseline).
 
 Each is printed in seconds and as a ratio to the baseline, against the page's goal of a
 preview within 0.3 s. The machine's load average is printed before and after: on a shared
@@ -61,7 +67,9 @@ def load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def bench(tiny: bool, repeats: int, preview: int) -> dict[str, Any]:
+def make_service(tiny: bool, preview: int) -> EditorService:
+    """The editor's service on the real models (the package's boundaries, 5 SeFa directions,
+    psi 0.7) or on the tiny random generator with random boundaries."""
     G = get_generator("mobilestylegan-tiny" if tiny else "mobilestylegan-ffhq")
     analyzer = FaceAnalyzer(loaders=random_face_loaders()) if tiny else FaceAnalyzer()
     if tiny:
@@ -78,12 +86,17 @@ def bench(tiny: bool, repeats: int, preview: int) -> dict[str, Any]:
     else:
         files = dirs.boundary_files()
     sliders = dirs.attribute_directions(G, files) + dirs.sefa_directions(G, 5, 0.7)
-    service = EditorService(G, analyzer, sliders, truncation_psi=0.7, preview_size=preview)
+    return EditorService(G, analyzer, sliders, truncation_psi=0.7, preview_size=preview)
+
+
+def strength(i: int) -> float:
+    return -2.0 + 0.25 * i                    # a new slider value every move
+
+
+def bench(service: EditorService, repeats: int) -> dict[str, Any]:
+    G = service.generator
     face = service.face_from_seed(SEED)
     w = face.latent
-
-    def strength(i: int) -> float:
-        return -2.0 + 0.25 * i                    # a new value every move
 
     def one(i: int) -> Edit:
         return Edit({"smile": strength(i)})
@@ -109,10 +122,71 @@ def bench(tiny: bool, repeats: int, preview: int) -> dict[str, Any]:
                   "preview, three sliders + keep fixed": lambda i: service.render(face, three(i)),
                   "full size, three sliders + keep fixed": full(three)}, repeats)
     base = rows["synthesis (baseline)"]
-    return {"generator": getattr(G, "name", ""), "resolution": G.resolution, "preview": preview,
+    return {"generator": getattr(G, "name", ""), "resolution": G.resolution,
+            "preview": service.preview_size,
             "repeats": repeats, "torch_threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "load_before": before, "load_after": load(),
             "seconds": rows, "ratio": {k: v / base for k, v in rows.items()}}
+
+
+# In the page: each change of the face image's address, with the time it happened.
+WATCH_JS = """() => {
+    window.__faces = [];
+    const record = () => {
+        const img = document.querySelector('#face img');
+        const src = img ? img.src : '';
+        const last = window.__faces[window.__faces.length - 1];
+        if (!last || last.src !== src) window.__faces.push({t: performance.now(), src});
+    };
+    new MutationObserver(record).observe(document.querySelector('#face'),
+        {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+}"""
+
+
+def page_latency(service: EditorService, repeats: int, chromium: str) -> dict[str, float]:
+    """Median seconds from a slider value entered in the page (headless Chromium) to the
+    preview shown, and to the full-size image shown, through Gradio and its queue."""
+    import socket
+
+    from playwright.sync_api import sync_playwright
+
+    from facelatent.webui.app import launch
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = launch(service, port=port, block=False)
+    previews, fulls = [], []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True)
+            page = browser.new_page(viewport={"width": 1300, "height": 1100})
+            page.set_default_timeout(300_000)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#scores table")
+            page.evaluate(WATCH_JS)
+            box = page.locator("#slider-smile input[type=number]")
+            for i in range(repeats + 1):                   # the first move warms up
+                count = page.evaluate("window.__faces.length")
+                start = page.evaluate("performance.now()")
+                box.fill(str(strength(i)))
+                box.press("Enter")
+                page.wait_for_function(
+                    "n => window.__faces.slice(n).some(f => f.src.endsWith('_edited.png'))",
+                    arg=count)
+                changes = page.evaluate("n => window.__faces.slice(n)", count)
+                full = next(c["t"] for c in changes if c["src"].endswith("_edited.png"))
+                preview = next((c["t"] for c in changes if not c["src"].endswith("_edited.png")),
+                               full)
+                if i:
+                    previews.append((preview - start) / 1000)
+                    fulls.append((full - start) / 1000)
+                page.wait_for_timeout(300)      # let the panel and files settle
+            browser.close()
+    finally:
+        demo.close()
+    return {"page: preview, one slider": statistics.median(previews),
+            "page: full size, one slider": statistics.median(fulls)}
 
 
 def main() -> None:
@@ -121,8 +195,19 @@ def main() -> None:
     parser.add_argument("--preview", type=int, default=256, help="preview size in px")
     parser.add_argument("--tiny", action="store_true", help="the tiny random generator")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--page", metavar="CHROMIUM", default=None,
+                        help="also time the page itself: a slider value entered in headless "
+                             "Chromium (this executable) until the preview and the full-size "
+                             "image are shown")
     args = parser.parse_args()
-    result = bench(args.tiny, args.repeats, args.preview)
+    service = make_service(args.tiny, args.preview)
+    result = bench(service, args.repeats)
+    if args.page:
+        page = page_latency(service, args.repeats, args.page)
+        base = result["seconds"]["synthesis (baseline)"]
+        result["seconds"].update(page)
+        result["ratio"].update({k: v / base for k, v in page.items()})
+        result["load_after"] = load()
     if args.json:
         print(json.dumps(result, indent=2))
         return
