@@ -81,7 +81,8 @@ def test_one_slider_equals_facelatent_edit_pixel_for_pixel(service: EditorServic
     args += ["--condition", str(folder / "age_w.npz")] if "condition" in extra else []
     assert cli_edit(tmp_path / "full", *args) == 0
     png, _ = service.export(face, edit, render)
-    np.testing.assert_array_equal(np.asarray(Image.open(png)), cli_tile(tmp_path / "full", "seed0007", 64))
+    np.testing.assert_array_equal(np.asarray(Image.open(png)),
+                                  cli_tile(tmp_path / "full", "seed0007", 64))
     assert cli_edit(tmp_path / "small", *args, size=32) == 0      # the preview is --size 32
     np.testing.assert_array_equal(render.preview, cli_tile(tmp_path / "small", "seed0007", 32))
     # The page prints the same command, with the boundary's file.

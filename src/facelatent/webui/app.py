@@ -12,6 +12,7 @@ slider sends only its last value when the editor is busy (``trigger_mode="always
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import os
@@ -156,6 +157,7 @@ def build_app(service: EditorService) -> gr.Blocks:
                     ) -> Callable[..., Iterator[tuple[Any, ...]]]:
             """``fn`` with any error shown in the status box (position ``width - 4`` of the
             outputs, the others unchanged) instead of raised into Gradio."""
+            @functools.wraps(fn)        # Gradio reads the signature (gr.Progress) through it
             def run(*args: Any, **kwargs: Any) -> Iterator[tuple[Any, ...]]:
                 try:
                     yield from fn(*args, **kwargs)
@@ -187,7 +189,8 @@ def build_app(service: EditorService) -> gr.Blocks:
             if data is not None:
                 yield from loaded(lambda: service.face_from_latents(data, "latents"))
 
-        def on_photo(data: bytes | None, progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way
+        def on_photo(data: bytes | None,
+                     progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way
                      ) -> Iterator[tuple[Any, ...]]:
             if data is None:
                 raise ValueError("upload a photo first")

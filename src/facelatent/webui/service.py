@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,8 +52,12 @@ from facelatent.webui.uploads import (
     read_photo_upload,
 )
 
-__all__ = ["MAX_STRENGTH", "PANEL_ATTRIBUTES", "Aligned", "Analysis", "Edit", "EditorService", "Face",
-           "Render"]
+if TYPE_CHECKING:
+    from facelatent.boundaries.identity import IdentityBoundaries
+    from facelatent.mapping.mapper import Mapper
+
+__all__ = ["MAX_STRENGTH", "PANEL_ATTRIBUTES", "Aligned", "Analysis", "Edit", "EditorService",
+           "Face", "Render"]
 
 KEEP_EXPORTS = 64      # newest download folders kept; the front end has served or copied older ones
 MAX_STRENGTH = 10.0    # sigma; beyond a few sigma faces break up, beyond this nothing is a face
@@ -142,8 +146,8 @@ class EditorService:
                  preview_size: int = 256,         # px of the image shown while dragging
                  invert_steps: int = 60,          # optimisation steps for an uploaded photo
                  limits: UploadLimits = DEFAULT_LIMITS,
-                 mapper: Any = None,              # facelatent.mapping.Mapper, or None
-                 identities: Any = None,          # IdentityBoundaries, or None
+                 mapper: Mapper | None = None,    # identity/attribute swaps, when given
+                 identities: IdentityBoundaries | None = None,   # the synthetic-identity page
                  workdir: str | Path | None = None,   # downloads are written here
                  ) -> None:
         keys = [d.key for d in directions]
@@ -175,9 +179,12 @@ class EditorService:
         from facelatent.latents.sampling import latents_for_seeds
 
         try:
-            value = int(str(seed).strip())
-        except ValueError:
-            raise ValueError(f"seed must be a whole number, got {seed!r}") from None
+            number = float(seed)           # the page's number box may send 11 or 11.0
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not number.is_integer():
+            raise ValueError(f"seed must be a whole number, got {seed!r}")
+        value = int(number)
         if not 0 <= value < SEED_LIMIT:
             raise ValueError(f"seed must lie in [0, 2**32), got {value}")
         with self.lock:

@@ -33,7 +33,8 @@ from torch import Tensor
 if TYPE_CHECKING:
     from facelatent.editing.start import EditStart
 
-__all__ = ["DEFAULT_LIMITS", "IMAGE_TYPES", "UploadLimits", "clean_name", "read_latents_upload", "read_photo_upload"]
+__all__ = ["DEFAULT_LIMITS", "IMAGE_TYPES", "UploadLimits", "clean_name", "read_latents_upload",
+           "read_photo_upload"]
 
 IMAGE_TYPES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}    # + WebP (RIFF....WEBP)
 _ZIP = b"PK\x03\x04"
