@@ -6,7 +6,6 @@ anything was checked. The count is now checked first; the tests below measure th
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import pytest
@@ -61,14 +60,12 @@ def test_parse_seeds_rejects_a_non_string() -> None:
 def test_seed_count_is_checked_before_any_list_is_built() -> None:
     """Defect 7: 1e8 seeds fail at once, in well under a megabyte."""
     tracemalloc.start()
-    started = time.perf_counter()
     with pytest.raises(ValueError, match=r"--seeds '0-100000000' names 100,000,001 seeds, more "
                                          r"than the 1,000,000 this command takes"):
         parse_seeds("0-100000000")
-    elapsed = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert peak < 1_000_000 and elapsed < 1.0
+    assert peak < 1_000_000          # the memory shows no list was built (no timing asserted)
     # the count is over the whole list, not per range
     with pytest.raises(ValueError, match="names 11 seeds, more than the 10 "):
         parse_seeds("0-5,10-14", limit=10)
