@@ -29,6 +29,7 @@ __all__ = ["QUEUE_SIZE", "SLIDER_RANGE", "build_app", "launch"]
 SLIDER_RANGE = 5.0     # sigma either way on the page (the service accepts up to MAX_STRENGTH)
 QUEUE_SIZE = 16        # requests waiting at most; more are refused with a message
 PHOTO_TYPES = [".png", ".jpg", ".jpeg", ".webp"]
+IMAGE_BUTTONS: list[Any] = ["download", "fullscreen"]     # no "share" (to Hugging Face)
 LOG = logging.getLogger("facelatent.webui")
 CSS = """
 #scores table { width: 100%; font-variant-numeric: tabular-nums; }
@@ -103,7 +104,8 @@ def build_app(service: EditorService) -> gr.Blocks:
                                              elem_id="photo-upload")
                         invert = gr.Button(f"Find the face and invert ({service.invert_steps} steps)",
                                            elem_id="invert")
-                        aligned = gr.Image(label="aligned face", interactive=False, height=160)
+                        aligned = gr.Image(label="aligned face", interactive=False, height=160,
+                                           buttons=IMAGE_BUTTONS)
                     sliders = {k: gr.Slider(-SLIDER_RANGE, SLIDER_RANGE, value=0, step=0.1,
                                             label=k, elem_id=f"slider-{k}") for k in attribute_keys}
                     with gr.Accordion("SeFa directions (unsupervised)", open=False):
@@ -120,7 +122,7 @@ def build_app(service: EditorService) -> gr.Blocks:
                     reset = gr.Button("Reset", elem_id="reset")
                 with gr.Column(scale=1):
                     image = gr.Image(label="face", type="filepath", format="png", interactive=False,
-                                     buttons=["download", "fullscreen"],
+                                     buttons=IMAGE_BUTTONS,
                                      elem_id="face", height=512)
                     status = gr.Markdown(elem_id="status")
                     with gr.Row():
@@ -230,7 +232,8 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
             other = gr.Number(value=1, precision=0, label="the other face: seed")
             swap = gr.Button("Swap", elem_id="swap")
             with gr.Row():
-                faces = [gr.Image(label=label, interactive=False, elem_id=key)
+                faces = [gr.Image(label=label, interactive=False, elem_id=key,
+                                  buttons=IMAGE_BUTTONS)
                          for key, label in (("swap-this", "this face (unedited)"),
                                             ("swap-other", "the other face"),
                                             ("swap-a", "this face's identity, the other's rest"),
@@ -260,7 +263,8 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
                 max_off = gr.Slider(0.5, 5.0, value=2.0, step=0.1, label="max offset")
                 page_seed = gr.Number(value=0, precision=0, label="sampling seed")
             page = gr.Button("Show", elem_id="identity-page")
-            gallery = gr.Gallery(columns=5, label="the reference first", elem_id="identity-gallery")
+            gallery = gr.Gallery(columns=5, label="the reference first", elem_id="identity-gallery",
+                                 buttons=["download", "fullscreen"])
             page_status = gr.Markdown()
 
             def on_page(reference: Any, n: Any, off: Any, s: Any) -> tuple[Any, ...]:
