@@ -22,7 +22,6 @@ an attribute whose comparison.json exists is read, not redone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -99,7 +98,6 @@ def main() -> int:
 
     from facelatent.runtime import passive_waiting
     passive_waiting()
-    import torch
     from tqdm import tqdm
 
     from facelatent.boundaries.boundary import load_boundary
@@ -180,9 +178,9 @@ def table(summary: dict) -> list[str]:
     def f(v, fmt="{:.3f}"):
         return "-" if v is None else fmt.format(v)
 
-    lines = ["| attribute | boundary | val acc | rem. (median) | rem. (IFG) | cos to svc 2% | "
-             "change/unit (sd) | identity loss / sd change | drift / sd change | same person | "
-             "distance for 1 sd | fit s |",
+    lines = [("| attribute | boundary | val acc | rem. (median) | rem. (IFG) | cos to svc 2% | "
+              "change/unit (sd) | identity loss / sd change | drift / sd change | same person | "
+              "distance for 1 sd | fit s |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for attribute, data in summary.items():
         for r in data["rows"]:

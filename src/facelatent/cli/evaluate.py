@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     from facelatent.evaluation import evaluate_store, write_evaluation
     from facelatent.generators import resolve_device
     from facelatent.io import read_json
-
     from facelatent.ranges import parse_seeds
 
     if args.steps < 1:

@@ -251,8 +251,8 @@ def compare_boundaries(generator: Any, analyzer: Any, boundaries: Sequence[Bound
     N, S = base.shape[0], len(d)
     if on_start is not None:
         on_start(N + N * S * len(boundaries))
-    run = dict(truncation_psi=truncation_psi, truncation_space=truncation_space, batch=batch,
-               thumb_size=64, clamp=True, progress=progress, keep=0)
+    run = {"truncation_psi": truncation_psi, "truncation_space": truncation_space,
+           "batch": batch, "thumb_size": 64, "clamp": True, "progress": progress, "keep": 0}
     t0 = time.perf_counter()
     ref_scores, ref_embed, _ = _measure(generator, analyzer, base, space, names, identity_model,
                                         **run)
