@@ -130,10 +130,10 @@ def bench(service: EditorService, repeats: int) -> dict[str, Any]:
 
 # In the page: each change of the face image's address, with the time it happened.
 WATCH_JS = """() => {
-    window.__faces = [];
+    const now = () => (document.querySelector('#face img') || {src: ''}).src;
+    window.__faces = [{t: performance.now(), src: now()}];     // what is on screen already
     const record = () => {
-        const img = document.querySelector('#face img');
-        const src = img ? img.src : '';
+        const src = now();
         const last = window.__faces[window.__faces.length - 1];
         if (src && (!last || last.src !== src)) window.__faces.push({t: performance.now(), src});
     };
@@ -165,6 +165,10 @@ def page_latency(service: EditorService, repeats: int, chromium: str) -> dict[st
             page.set_default_timeout(300_000)
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector("#scores table")
+            # The first face is on screen (its image arrives after its panel): from here each
+            # move's own full-size image is the first one after it.
+            page.wait_for_function("() => (document.querySelector('#face img') || {src: ''})"
+                                   ".src.endsWith('_edited.png')")
             page.evaluate(WATCH_JS)
             box = page.locator("#slider-smile input[type=number]")
             for i in range(repeats + 1):                   # the first move warms up
