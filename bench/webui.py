@@ -36,6 +36,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from facelatent.runtime import one_blas_thread, passive_waiting
+
+passive_waiting()      # what `facelatent serve` sets before torch loads (facelatent.cli.main)
+one_blas_thread()
+
 import torch
 
 from facelatent.faces.analysis import FaceAnalyzer, random_face_loaders
