@@ -2,6 +2,7 @@
 
     G = get_generator("mobilestylegan-ffhq", device="auto")          # native PyTorch
     G = get_generator("mobilestylegan-ffhq", backend="openvino")     # fast CPU inference
+    G = get_generator("stylegan2:/models/ffhq.pkl")                  # NVIDIA's StyleGAN2(-ADA)
     w = G.mapping(z_from_seeds([0, 1], G.z_dim), truncation_psi=0.7)
     images = G.synthesis(w)                                          # [2, 3, 1024, 1024]
 """
@@ -19,18 +20,21 @@ from facelatent.generators.base import (
     estimate_w_avg,
     get_generator,
     register_generator,
+    register_generator_prefix,
     resolve_device,
     truncate,
     z_from_seeds,
 )
 from facelatent.generators.mobilestylegan import FFHQ_1024, TINY, MobileStyleGAN, load_ir
 from facelatent.generators.openvino import OpenVINOGenerator
+from facelatent.generators.stylegan2 import StyleGAN2, load_stylegan2_pickle
 from facelatent.runtime import keep_freed_memory
 
 __all__ = [
-    "Generator", "MobileStyleGAN", "OpenVINOGenerator", "StaleCacheWarning",
+    "Generator", "MobileStyleGAN", "OpenVINOGenerator", "StaleCacheWarning", "StyleGAN2",
     "available_generators", "cached_w_avg", "estimate_w_avg", "get_generator",
-    "register_generator", "resolve_device", "truncate", "z_from_seeds",
+    "register_generator", "register_generator_prefix", "resolve_device", "truncate",
+    "z_from_seeds",
 ]
 
 _MSG_ASSET = "mobilestylegan-ffhq"
@@ -74,3 +78,9 @@ def _mobilestylegan_openvino(device: torch.device, threads: int | None = None, *
 def _mobilestylegan_tiny(device: torch.device, seed: int = 0, **_: object) -> MobileStyleGAN:
     """Random weights, MobileStyleGAN architecture at 64x64: for tests and demos without files."""
     return MobileStyleGAN.random(TINY, seed=int(seed)).eval().requires_grad_(False).to(device)
+
+
+@register_generator_prefix("stylegan2")
+def _stylegan2_file(path: str, device: torch.device, **_: object) -> StyleGAN2:
+    """NVIDIA's StyleGAN2 / StyleGAN2-ADA pickle (its G_ema), read without running its code."""
+    return load_stylegan2_pickle(path).to(device)

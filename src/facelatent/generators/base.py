@@ -218,6 +218,20 @@ def register_generator(name: str, backend: str) -> Callable[[GeneratorFactory], 
     return decorate
 
 
+_PREFIXES: dict[str, GeneratorFactory] = {}
+
+
+def register_generator_prefix(prefix: str) -> Callable[[GeneratorFactory], GeneratorFactory]:
+    """Decorator: make `factory(path, device=...)` available as `get_generator("prefix:PATH")`,
+    a generator read from the user's checkpoint file (torch backend only)."""
+
+    def decorate(factory: GeneratorFactory) -> GeneratorFactory:
+        _PREFIXES[prefix] = factory
+        return factory
+
+    return decorate
+
+
 def available_generators() -> dict[str, list[str]]:
     """Registered generator names, each with its backends."""
     out: dict[str, list[str]] = {}
@@ -228,12 +242,26 @@ def available_generators() -> dict[str, list[str]]:
 
 def get_generator(name: str, device: str | torch.device | None = "cpu",
                   backend: str = "torch", **kwargs: object) -> Generator:
-    """Build a registered generator; model files must have been fetched already."""
+    """Build a registered generator; model files must have been fetched already.
+
+    ``name`` is a registered name or ``PREFIX:PATH`` for a checkpoint file of a registered
+    family, e.g. ``"stylegan2:/models/ffhq.pkl"``.
+    """
+    prefix, colon, path = name.partition(":")
+    if colon and prefix in _PREFIXES:
+        if backend != "torch":
+            raise FacelatentError(f"generator {name!r} has no backend {backend!r} (available: torch)")
+        if not path:
+            raise FacelatentError(f"generator {name!r} names no file; expected {prefix}:PATH")
+        return _PREFIXES[prefix](path, device=resolve_device(device), **kwargs)
     names = available_generators()
     if name not in names:
         close = difflib.get_close_matches(name, list(names), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise FacelatentError(f"unknown generator {name!r}{hint} (available: {', '.join(names)})")
+        files = ", ".join(f"{p}:PATH" for p in sorted(_PREFIXES))
+        files = f"; or a checkpoint file: {files}" if files else ""
+        raise FacelatentError(f"unknown generator {name!r}{hint} (available: {', '.join(names)})"
+                              f"{files}")
     if backend not in names[name]:
         raise FacelatentError(f"generator {name!r} has no backend {backend!r} "
                               f"(available: {', '.join(names[name])})")
