@@ -228,7 +228,7 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_running(page, bad_files,
 
 # -- the swap and synthetic-identity tabs, on the tiny random models ----------------------------------
 @pytest.fixture(scope="module")
-def tiny_page(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from test_webui import PSI, tiny_mapper
 
     from facelatent.boundaries import Boundary, IdentityBoundaries
@@ -250,8 +250,12 @@ def tiny_page(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
     service = EditorService(G, analyzer, dirs.attribute_directions(G, dirs.boundary_files(root)),
                             truncation_psi=PSI, preview_size=64, identities=ids,
                             mapper=tiny_mapper(G, analyzer, root / "checkpoint.npz"))
-    for url in serving(service):
-        yield from browsing(browser, url)
+    yield from serving(service)
+
+
+@pytest.fixture(scope="module")
+def tiny_page(browser, tiny_server: str) -> Iterator[object]:
+    yield from browsing(browser, tiny_server)
 
 
 def test_swap_and_synthetic_identity_tabs(tiny_page) -> None:
@@ -268,3 +272,22 @@ def test_swap_and_synthetic_identity_tabs(tiny_page) -> None:
     assert "Error" not in page.locator("body").inner_text()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "identity-tab-tiny.png"), full_page=True)
+
+
+def show_seed(page, seed: int) -> str:
+    before = face_src(page)
+    page.get_by_role("tab", name="Seed").click()
+    page.locator("#seed input").fill(str(seed))
+    page.click("#show-seed")
+    return settle(page, before)
+
+
+def test_two_users_edit_their_own_faces(browser, tiny_server: str) -> None:
+    pages = [next(browsing(browser, tiny_server)) for _ in range(2)]
+    for page, seed in zip(pages, (3, 4)):
+        assert show_seed(page, seed).endswith(f"seed{seed:04d}_edited.png")
+    for value in (1.5, -1.0):
+        for page, seed in zip(pages, (3, 4)):
+            assert set_slider(page, "smile", value).endswith(f"seed{seed:04d}_edited.png")
+    for page in pages:
+        page.close()
