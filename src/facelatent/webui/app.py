@@ -28,6 +28,7 @@ __all__ = ["QUEUE_SIZE", "SLIDER_RANGE", "build_app", "launch"]
 
 SLIDER_RANGE = 5.0     # sigma either way on the page (the service accepts up to MAX_STRENGTH)
 QUEUE_SIZE = 16        # requests waiting at most; more are refused with a message
+SESSIONS = 200         # users' faces kept (up to 0.3 MB each); the oldest go first
 PHOTO_TYPES = [".png", ".jpg", ".jpeg", ".webp"]
 IMAGE_BUTTONS: list[Any] = ["download", "fullscreen"]     # no "share" (to Hugging Face)
 LOG = logging.getLogger("facelatent.webui")
@@ -288,7 +289,7 @@ def launch(service: EditorService, host: str = "127.0.0.1", port: int | None = N
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=True,
         max_file_size=service.limits.max_bytes, show_error=False, ssr_mode=False,
-        css=CSS, quiet=True, footer_links=[],
+        css=CSS, quiet=True, footer_links=[], state_session_capacity=SESSIONS,
         pwa=False, mcp_server=False)
     if block:
         print(f"facelatent serve: the editor is at {local_url}"
