@@ -404,3 +404,14 @@ def test_only_the_front_end_imports_gradio() -> None:
             "print('gradio' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_page_messages_are_one_escaped_line() -> None:
+    pytest.importorskip("gradio")
+    from facelatent.errors import WeightsError
+    from facelatent.webui.app import _message
+
+    assert _message(ValueError("seed <b>x</b>\nmore")) == "**Error:** seed &lt;b&gt;x&lt;/b&gt;"
+    assert "weights fetch" in _message(WeightsError("run `facelatent weights fetch`"))
+    assert _message(RuntimeError("secret /etc/path")).startswith("**Error:** something went wrong")
+    assert "/etc/path" not in _message(RuntimeError("secret /etc/path"))

@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from facelatent.errors import FacelatentError
 from facelatent.webui.service import MAX_STRENGTH, Edit, EditorService, Face, Render
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # no calls home from the server
@@ -43,7 +44,7 @@ assert SLIDER_RANGE <= MAX_STRENGTH
 
 def _message(exc: BaseException) -> str:
     """One line for the page: the error's own first line for errors a user can act on."""
-    if isinstance(exc, (ValueError, KeyError, OSError)):
+    if isinstance(exc, (FacelatentError, ValueError, KeyError, OSError)):
         text = (str(exc).strip().strip("'\"").splitlines() or [type(exc).__name__])[0]
         return f"**Error:** {html.escape(text)}"
     LOG.exception("unexpected error in the web editor")
