@@ -12,6 +12,7 @@ slider sends only its last value when the editor is busy (``trigger_mode="always
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import logging
@@ -88,7 +89,9 @@ def build_app(service: EditorService) -> gr.Blocks:
         gr.Markdown(f"## facelatent editor\n{getattr(service.generator, 'name', '')}, "
                     f"truncation {service.truncation_psi:g}; sliders in standard deviations "
                     "(sigma) of the faces along each boundary.")
-        with gr.Tab("Editor"), gr.Row():
+        # A tab of its own only beside the swap or identity tabs.
+        extras = service.mapper is not None or service.identities is not None
+        with gr.Tab("Editor") if extras else contextlib.nullcontext(), gr.Row():
                 with gr.Column(scale=1):
                     with gr.Tab("Seed"):
                         seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
