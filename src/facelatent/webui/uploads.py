@@ -121,9 +121,8 @@ def _through_file(data: bytes, name: str, suffix: str, read: Callable[[Path], T]
 
 def read_photo_upload(data: bytes, name: str, limits: UploadLimits = DEFAULT_LIMITS) -> Tensor:
     """An uploaded photo as float RGB ``[3, H, W]`` in [-1, 1] (module docstring: the checks)."""
-    from facelatent.faces.files import (
-        _read_one,  # what `facelatent score` reads a file with
-    )
+    # `facelatent score`'s own reader of one file: the same decoding and the same checks
+    from facelatent.faces.files import _read_one
 
     _check_size(data, name, limits.max_bytes, limits)
     kind = _image_type(bytes(data[:16]))
