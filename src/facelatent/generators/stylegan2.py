@@ -186,13 +186,15 @@ def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, 
     x = x * styles[:, :, None, None]
     if up:
         assert fir is not None
-        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        x = F.conv_transpose2d(x, weight.transpose(0, 1).contiguous(), stride=2)
         x = upfirdn2d(x, fir, padding=(1, 1, 1, 1), gain=4.0)
     else:
         x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
     if demodulate:
-        w = weight.unsqueeze(0) * styles[:, None, :, None, None]          # [N, O, I, k, k]
-        x = x * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()[:, :, None, None]
+        # |weight[o] * styles[n]|^2 summed over inputs and taps, without the [N, O, I, k, k]
+        # tensor of modulated weights: sum_i styles[n, i]^2 * sum_taps weight[o, i]^2
+        norms = styles.square() @ weight.square().sum(dim=[2, 3]).t()     # [N, O]
+        x = x * (norms + 1e-8).rsqrt()[:, :, None, None]
     return x
 
 
@@ -216,13 +218,15 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
         x = modulated_conv(x, self.weight, self.affine(w), demodulate=True, up=self.up,
                            fir=self.resample_filter)
+        # noise and bias summed first, so the large activation tensor sees one addition
+        shift = self.bias.view(-1, 1, 1)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "const":
                 noise = self.noise_const
             else:
                 noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device)
-            x = x + noise * self.noise_strength
-        return bias_act(x, self.bias, self.activation, clamp=self.conv_clamp)
+            shift = shift + noise * self.noise_strength
+        return bias_act(x + shift, None, self.activation, clamp=self.conv_clamp)
 
 
 class ToRGB(nn.Module):
@@ -350,12 +354,37 @@ def _our_key(key: str) -> str:
 
 
 @torch.no_grad()
+def load_nvidia_state(model: StyleGAN2, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy NVIDIA-keyed ``tensors`` (a ``state_dict`` of their ``Generator``) into ``model``.
+
+    Every parameter and buffer of ours must be there with its shape; the FIR filters are checked
+    against the configured taps; any tensor left over is a `FileFormatError` naming ``where``.
+    """
+    theirs = {_our_key(k): v for k, v in tensors.items()}
+    for key, param in model.state_dict().items():
+        if key not in theirs:
+            raise FileFormatError(f"{where} has no tensor for {key!r}")
+        value = theirs.pop(key)
+        if tuple(value.shape) != tuple(param.shape):
+            raise FileFormatError(f"{where}: {key} has shape {list(value.shape)}, expected "
+                                  f"{list(param.shape)} for this configuration")
+        param.copy_(value.float())
+    expected_fir = fir_filter(model.cfg.resample_filter)
+    for key in [k for k in theirs if k.endswith("resample_filter")]:
+        if not torch.allclose(theirs.pop(key).float(), expected_fir, atol=1e-6):
+            raise FileFormatError(f"{where}: {key} is not the filter of taps "
+                                  f"{model.cfg.resample_filter}")
+    if theirs:
+        raise FileFormatError(f"{where} has tensors this port does not use: "
+                              f"{', '.join(sorted(theirs)[:5])}")
+
+
 def load_stylegan2_pickle(path: str | Path, network: str = "G_ema") -> StyleGAN2:
     """Build the generator ``network`` of an NVIDIA StyleGAN2-ADA pickle, float32 on the CPU.
 
-    The pickle is read without running any of its code (`load_network_pickle`); every tensor is
-    mapped to a parameter or buffer of ours with its shape checked, the FIR filters are checked
-    against the configured taps, and any tensor left over is an error.
+    The pickle is read without running any of its code (`load_network_pickle`); the
+    architecture comes from the network's constructor arguments, and every tensor is mapped by
+    `load_nvidia_state`.
     """
     path = Path(path)
     top = load_network_pickle(path)
@@ -365,23 +394,6 @@ def load_stylegan2_pickle(path: str | Path, network: str = "G_ema") -> StyleGAN2
         raise FileFormatError(f"{path} has no network {network!r} (it has: {', '.join(nets)})")
     if record.class_name != "Generator":
         raise FileFormatError(f"{path}: {network!r} is a {record.class_name!r}, not a Generator")
-    cfg = StyleGAN2Config.from_init_kwargs(record)
-    model = StyleGAN2(cfg, name=f"stylegan2:{path}")
-    theirs = {_our_key(k): v for k, v in record.tensors().items()}
-    ours = model.state_dict()
-    for key, param in ours.items():
-        if key not in theirs:
-            raise FileFormatError(f"{path}: {network} has no tensor for {key!r}")
-        value = theirs.pop(key)
-        if tuple(value.shape) != tuple(param.shape):
-            raise FileFormatError(f"{path}: {key} has shape {list(value.shape)}, expected "
-                                  f"{list(param.shape)} for this configuration")
-        param.copy_(value.float())
-    expected_fir = fir_filter(cfg.resample_filter)
-    for key in [k for k in theirs if k.endswith("resample_filter")]:
-        if not torch.allclose(theirs.pop(key).float(), expected_fir, atol=1e-6):
-            raise FileFormatError(f"{path}: {key} is not the filter of taps {cfg.resample_filter}")
-    if theirs:
-        raise FileFormatError(f"{path}: {network} has tensors this port does not use: "
-                              f"{', '.join(sorted(theirs)[:5])}")
+    model = StyleGAN2(StyleGAN2Config.from_init_kwargs(record), name=f"stylegan2:{path}")
+    load_nvidia_state(model, record.tensors(), f"{path}: {network}")
     return model.eval().requires_grad_(False)
