@@ -318,6 +318,8 @@ def test_swap_takes_identity_and_attributes_through_the_mapping(service: EditorS
     faces = [service.render(f, Edit()).full for f in (a, b)]
     torch.testing.assert_close(swapped.latent, mapper.swap(faces[0], faces[1]), rtol=0, atol=0)
     assert swapped.origin == "swap" and swapped.reference is not None
+    report = service.report(swapped, swapped.reference)
+    assert [r["independent"] for r in report["identity"]] == [True, False]   # dlib, sface
     assert not torch.equal(service.swap(b, a).latent, swapped.latent)
 
 

@@ -64,7 +64,7 @@ def scores_html(report: dict[str, Any]) -> str:
     ids = []
     for r in report["identity"]:
         verdict = "same person" if r["same_person"] else "not the same person"
-        note = "" if r["independent"] else " (in the inversion loss, not independent)"
+        note = "" if r["independent"] else " (helped make this face: not independent)"
         ids.append(f'<tr data-recogniser="{r["model"]}"><td>identity, {r["model"]}{note}</td>'
                    f'<td colspan="2" class="cosine">{r["cosine"]:.3f}</td>'
                    f'<td class="{"same" if r["same_person"] else "other"}">{verdict} '

@@ -84,7 +84,9 @@ class Face:
     """What the editor edits. ``latent``: w ``[1, w_dim]`` or W+ ``[1, num_ws, w_dim]``,
     float32 on the CPU. ``name``: shown, and the stem of downloaded files. ``origin``: "seed",
     "latents", "photo" or "swap". ``reference``: the unedited face's scores. ``aligned``: a
-    photo's FFHQ-aligned crop, ``[S, S, 3]`` uint8. ``note``: what the page says about it."""
+    photo's FFHQ-aligned crop, ``[S, S, 3]`` uint8. ``note``: what the page says about it.
+    ``involved``: the recognisers that made it (SFace in the inversion loss, the mapping's
+    E_id), which the panel marks as not independent."""
 
     name: str
     latent: Tensor
@@ -93,6 +95,7 @@ class Face:
     reference: Analysis | None = None
     aligned: np.ndarray | None = None
     note: str = ""
+    involved: tuple[str, ...] = ()     # recognisers that helped make it: not independent judges
 
 
 @dataclass(frozen=True)
@@ -239,8 +242,9 @@ class EditorService:
         msssim = float(inverter.metrics_["msssim"][0])
         note = (f"{aligned.label}: face {aligned.index + 1} of {aligned.count}, inverted in W+ "
                 f"({self.invert_steps} steps; MS-SSIM {msssim:.3f})")
+        involved = {"sface"} | ({self.mapper.config.id_model} if encoder else set())
         out = Face(f"{aligned.label}_face{aligned.index}", inverter.latents_.float().cpu(),
-                   "photo", aligned=aligned.preview, note=note)
+                   "photo", aligned=aligned.preview, note=note, involved=tuple(sorted(involved)))
         return self._with_reference(out)
 
     def face_from_photo(self, data: bytes, name: str, progress: Progress | None = None) -> Face:
@@ -305,8 +309,8 @@ class EditorService:
 
     def report(self, face: Face, now: Analysis) -> dict[str, Any]:
         """The live panel: per attribute the unedited and current score, and per recogniser
-        the cosine to the unedited face, its threshold and the same-person verdict (dlib is
-        independent of everything the editor did; SFace is in the inversion loss)."""
+        the cosine to the unedited face, its threshold and the same-person verdict, marked
+        not independent for a recogniser that helped make the face (`Face.involved`)."""
         ref = face.reference or now
         rows = [{"attribute": k, "label": label, "unedited": ref.scores.get(k, float("nan")),
                  "now": now.scores.get(k, float("nan"))}
@@ -317,7 +321,7 @@ class EditorService:
             threshold = SAME_PERSON_THRESHOLD[model]
             identity.append({"model": model, "cosine": cos, "threshold": threshold,
                              "same_person": bool(cos > threshold),
-                             "independent": model == "dlib" or face.origin != "photo"})
+                             "independent": model not in face.involved})
         return {"attributes": rows, "identity": identity}
 
     # -- files out -----------------------------------------------------------------------------
@@ -387,7 +391,8 @@ class EditorService:
         with self.lock:
             w = self.mapper.swap(faces[0], faces[1]).float().cpu()
         name = f"{identity.name}-id_{attributes.name}-attr"
-        return self._with_reference(Face(name[:80], w, "swap"))
+        return self._with_reference(Face(name[:80], w, "swap",
+                                         involved=(self.mapper.config.id_model,)))
 
     def identity_page(self, reference: int, n: int = 8, max_off: float = 2.0,
                       seed: int = 0) -> tuple[np.ndarray, list[str]]:
