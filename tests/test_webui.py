@@ -148,12 +148,14 @@ def test_downloaded_latents_are_read_by_facelatent_edit(service: EditorService, 
     # Uploaded back into the editor, the file gives the edited face (a W+ latent, no seed).
     again = service.face_from_latents(npz.read_bytes(), "seed0011_edited.npz")
     torch.testing.assert_close(again.latent, service.edited_latent(face, edit), rtol=0, atol=0)
+    assert again.involved == ()                          # a seed's file: nobody's loss
     png2, npz2 = service.export(again, Edit({"smile": 1.0}),
                                 service.render(again, Edit({"smile": 1.0})))
     assert cli_edit(tmp_path / "b", "--latents", str(npz2), "--boundary", boundary,
                     "--range", "0", "0") == 0
     np.testing.assert_array_equal(cli_tile(tmp_path / "b", f"{npz2.parent.name}_face0", 64),
                                   np.asarray(Image.open(png2)))
+    assert service.face_from_latents(npz2.read_bytes(), "x").involved == ("sface",)
 
 
 def test_report_gives_scores_and_the_calibrated_identity_verdict(service: EditorService) -> None:

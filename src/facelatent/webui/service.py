@@ -198,7 +198,7 @@ class EditorService:
     def face_from_latents(self, data: bytes, name: str) -> Face:
         """The first face of an uploaded latents file (`uploads.read_latents_upload`)."""
         label = clean_name(name, "latents")
-        start = read_latents_upload(data, label, "w", self.limits)
+        start, kind = read_latents_upload(data, label, "w", self.limits)
         latent = torch.from_numpy(np.ascontiguousarray(start.latents[:1]))
         if latent.shape[-1] != self.generator.w_dim or (
                 latent.ndim == 3 and latent.shape[1] != self.generator.num_ws):
@@ -208,7 +208,10 @@ class EditorService:
                              "from another generator")
         note = (f"{label} holds {len(start)} faces; editing the first ({start.names[0]})"
                 if len(start) > 1 else "")
-        return self._with_reference(Face(start.names[0], latent, "latents", note=note))
+        # An inverted photo had SFace in its loss (and maybe the mapping's E_id at its start).
+        involved = ("sface",) if kind == "facelatent.inversion" else ()
+        return self._with_reference(Face(start.names[0], latent, "latents", note=note,
+                                         involved=involved))
 
     def align_upload(self, data: bytes, name: str) -> Aligned:
         """The largest face of an uploaded photo, FFHQ-aligned (checks: `uploads`)."""

@@ -141,14 +141,21 @@ def read_photo_upload(data: bytes, name: str, limits: UploadLimits = DEFAULT_LIM
 
 
 def read_latents_upload(data: bytes, name: str, space: str = "w",
-                        limits: UploadLimits = DEFAULT_LIMITS) -> EditStart:
+                        limits: UploadLimits = DEFAULT_LIMITS) -> tuple[EditStart, str]:
     """An uploaded latents file (``latents.npz`` from `facelatent generate`, `facelatent
-    invert` or this editor) as `facelatent.editing.EditStart`, read as `facelatent edit
-    --latents` reads it."""
+    invert` or this editor), read as `facelatent edit --latents` reads it: its
+    `facelatent.editing.EditStart` and its format ("facelatent.latents" or
+    "facelatent.inversion")."""
     from facelatent.editing.start import load_start
+    from facelatent.io import load_npz
 
     _check_size(data, name, limits.max_latent_bytes, limits)
     if not bytes(data[:4]) == _ZIP:
         raise ValueError(f"{name} is not an .npz file; upload latents.npz from `facelatent "
                          "generate`, `facelatent invert` or this editor's latent download")
-    return _through_file(bytes(data), name, ".npz", lambda p: load_start([p], space))
+
+    def read(path: Path) -> tuple[EditStart, str]:
+        start = load_start([path], space)            # every check; then the header it passed
+        return start, str(load_npz(path)["format"])
+
+    return _through_file(bytes(data), name, ".npz", read)
