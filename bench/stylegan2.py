@@ -32,23 +32,27 @@ from pathlib import Path
 
 import torch
 
-from facelatent.formats.nvidia_pickle import NetworkRecord
+from facelatent.formats.nvidia_pickle import NetworkRecord, load_network_pickle
 from facelatent.generators import z_from_seeds
 from facelatent.generators.stylegan2 import (
     StyleGAN2,
     StyleGAN2Config,
     load_nvidia_state,
     load_stylegan2_pickle,
+    nvidia_state_dict,
 )
 
 PSI = 0.7
 
 
 def official_kwargs(args: argparse.Namespace) -> dict[str, object]:
-    return dict(z_dim=args.w_dim, c_dim=0, w_dim=args.w_dim, img_resolution=args.resolution,
-                img_channels=3, mapping_kwargs=dict(num_layers=args.mapping_layers),
-                synthesis_kwargs=dict(channel_base=args.channel_base, channel_max=args.channel_max,
-                                      num_fp16_res=0, conv_clamp=256))
+    """Constructor arguments of NVIDIA's ``Generator`` for the command line's configuration."""
+    mapping = {"num_layers": args.mapping_layers}
+    synthesis = {"channel_base": args.channel_base, "channel_max": args.channel_max,
+                 "num_fp16_res": 0, "conv_clamp": 256}
+    return {"z_dim": args.w_dim, "c_dim": 0, "w_dim": args.w_dim,
+            "img_resolution": args.resolution, "img_channels": 3,
+            "mapping_kwargs": mapping, "synthesis_kwargs": synthesis}
 
 
 def build_pair(args: argparse.Namespace) -> tuple[StyleGAN2, torch.nn.Module]:
@@ -56,20 +60,13 @@ def build_pair(args: argparse.Namespace) -> tuple[StyleGAN2, torch.nn.Module]:
     sys.path.insert(0, str(Path(args.official).resolve()))
     from training import networks  # type: ignore[import-not-found]  # the official checkout
 
-    if args.pkl:
+    if args.pkl:  # both from the file: ours through the safe reader, theirs from its kwargs
+        record = load_network_pickle(args.pkl)["G_ema"]
+        official = networks.Generator(*record.init_args, **record.init_kwargs)
         ours = load_stylegan2_pickle(args.pkl)
-        kwargs = official_kwargs(args)
-        cfg = ours.cfg
-        kwargs.update(z_dim=cfg.z_dim, w_dim=cfg.w_dim, img_resolution=cfg.resolution,
-                      mapping_kwargs=dict(num_layers=cfg.mapping_layers),
-                      synthesis_kwargs=dict(channel_base=cfg.channel_base,
-                                            channel_max=cfg.channel_max, conv_clamp=cfg.conv_clamp))
-        official = networks.Generator(**kwargs)
-        state = {k.replace("mapping_net.", "mapping.").replace("synthesis_net.blocks.", "synthesis."): v
-                 for k, v in ours.state_dict().items()}
-        missing = official.load_state_dict(state, strict=False)
-        assert not missing.unexpected_keys, missing.unexpected_keys
-        assert all(k.endswith("resample_filter") for k in missing.missing_keys), missing
+        result = official.load_state_dict(nvidia_state_dict(ours), strict=False)
+        assert not result.unexpected_keys, result.unexpected_keys
+        assert all(k.endswith("resample_filter") for k in result.missing_keys), result
     else:
         torch.manual_seed(0)
         kwargs = official_kwargs(args)

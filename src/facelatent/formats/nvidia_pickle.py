@@ -81,7 +81,8 @@ def _record(meta: object) -> NetworkRecord:
     state = meta.get("state")
     if not isinstance(state, dict):
         raise FileFormatError(f"persistent object {meta.get('class_name')!r} has no state dict")
-    return NetworkRecord(class_name=str(meta.get("class_name")), version=int(meta.get("version", -1)),
+    return NetworkRecord(class_name=str(meta.get("class_name")),
+                         version=int(meta.get("version", -1)),
                          init_args=tuple(state.get("_init_args") or ()),
                          init_kwargs=dict(state.get("_init_kwargs") or {}), state=dict(state))
 

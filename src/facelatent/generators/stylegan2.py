@@ -22,6 +22,7 @@ Everything runs in float32: the checkpoints' ``num_fp16_res`` is a GPU speed set
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,9 +35,29 @@ from torch import nn
 from facelatent.errors import FileFormatError
 from facelatent.formats.nvidia_pickle import NetworkRecord, load_network_pickle
 from facelatent.generators.base import check_ws, check_z, truncate
-from facelatent.generators.stylegan_ops import ACTIVATIONS, bias_act, fir_filter, upfirdn2d, upsample2d
+from facelatent.generators.stylegan_ops import (
+    ACTIVATIONS,
+    bias_act,
+    fir_filter,
+    upfirdn2d,
+    upsample2d,
+)
 
 NOISE_MODES = ("const", "random", "none")
+
+
+# NVIDIA's constructor arguments -> our config fields. Those in _IGNORED only tune training or
+# GPU speed; any other argument is refused rather than silently dropped.
+_TOP = {"z_dim": "z_dim", "c_dim": "c_dim", "w_dim": "w_dim", "img_resolution": "resolution",
+        "img_channels": "img_channels"}
+_MAPPING = {"num_layers": "mapping_layers", "embed_features": "embed_features",
+            "layer_features": "layer_features", "activation": "mapping_activation",
+            "lr_multiplier": "lr_multiplier"}
+_SYNTHESIS = {"channel_base": "channel_base", "channel_max": "channel_max",
+              "architecture": "architecture", "resample_filter": "resample_filter",
+              "conv_clamp": "conv_clamp", "activation": "synthesis_activation",
+              "use_noise": "use_noise"}
+_IGNORED = frozenset({"w_avg_beta", "num_fp16_res", "fp16_channels_last", "channels_last"})
 
 
 @dataclass(frozen=True)
@@ -86,18 +107,6 @@ class StyleGAN2Config:
                 raise FileFormatError(f"StyleGAN2 {name} {getattr(self, name)!r} is not supported;"
                                       f" expected one of {', '.join(ACTIVATIONS)}")
 
-    # NVIDIA's constructor arguments -> ours. Those in _IGNORED only tune training or GPU speed.
-    _TOP = {"z_dim": "z_dim", "c_dim": "c_dim", "w_dim": "w_dim", "img_resolution": "resolution",
-            "img_channels": "img_channels"}
-    _MAPPING = {"num_layers": "mapping_layers", "embed_features": "embed_features",
-                "layer_features": "layer_features", "activation": "mapping_activation",
-                "lr_multiplier": "lr_multiplier"}
-    _SYNTHESIS = {"channel_base": "channel_base", "channel_max": "channel_max",
-                  "architecture": "architecture", "resample_filter": "resample_filter",
-                  "conv_clamp": "conv_clamp", "activation": "synthesis_activation",
-                  "use_noise": "use_noise"}
-    _IGNORED = {"w_avg_beta", "num_fp16_res", "fp16_channels_last", "channels_last"}
-
     @classmethod
     def from_init_kwargs(cls, record: NetworkRecord) -> StyleGAN2Config:
         """The configuration of a pickled ``Generator`` from its constructor arguments."""
@@ -106,15 +115,16 @@ class StyleGAN2Config:
                                record.init_args):
             kwargs.setdefault(name, value)
         values: dict[str, Any] = {}
-        for group, table in ((kwargs, cls._TOP), (kwargs.get("mapping_kwargs") or {}, cls._MAPPING),
-                             (kwargs.get("synthesis_kwargs") or {}, cls._SYNTHESIS)):
+        groups = ((kwargs, _TOP), (kwargs.get("mapping_kwargs") or {}, _MAPPING),
+                  (kwargs.get("synthesis_kwargs") or {}, _SYNTHESIS))
+        for group, table in groups:
             for key, value in group.items():
                 if key in table:
                     values[table[key]] = value
-                elif key not in cls._IGNORED and key not in ("mapping_kwargs", "synthesis_kwargs"):
+                elif key not in _IGNORED and key not in ("mapping_kwargs", "synthesis_kwargs"):
                     raise FileFormatError(f"StyleGAN2 generator argument {key!r}={value!r} is not "
                                           "supported by facelatent's port")
-        missing = [k for k in cls._TOP if cls._TOP[k] not in values]
+        missing = [k for k, field_name in _TOP.items() if field_name not in values]
         if missing:
             raise FileFormatError(f"the pickled Generator lacks constructor arguments {missing}")
         if "resample_filter" in values:
@@ -157,8 +167,9 @@ class MappingNetwork(nn.Module):
         hidden = cfg.layer_features or cfg.w_dim
         dims = [cfg.z_dim + embed] + [hidden] * (cfg.mapping_layers - 1) + [cfg.w_dim]
         self.embed = FullyConnected(cfg.c_dim, embed) if cfg.c_dim > 0 else None
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            self.add_module(f"fc{i}", FullyConnected(a, b, cfg.mapping_activation, cfg.lr_multiplier))
+        for i, (a, b) in enumerate(itertools.pairwise(dims)):
+            layer = FullyConnected(a, b, cfg.mapping_activation, cfg.lr_multiplier)
+            self.add_module(f"fc{i}", layer)
         self.num_layers = cfg.mapping_layers
         self.register_buffer("w_avg", torch.zeros(cfg.w_dim))  # truncation centre, from training
 
@@ -175,7 +186,8 @@ class MappingNetwork(nn.Module):
 
 
 def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *,
-                   demodulate: bool, up: bool = False, fir: torch.Tensor | None = None) -> torch.Tensor:
+                   demodulate: bool, up: bool = False,
+                   fir: torch.Tensor | None = None) -> torch.Tensor:
     """StyleGAN2's convolution whose input channels are scaled per sample by ``styles``.
 
     `x [N, I, H, W]`, `weight [O, I, k, k]`, `styles [N, I]` -> `[N, O, H', W']`. With
@@ -224,7 +236,8 @@ class SynthesisLayer(nn.Module):
             if noise_mode == "const":
                 noise = self.noise_const
             else:
-                noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device)
+                size = (x.shape[0], 1, self.resolution, self.resolution)
+                noise = torch.randn(size, device=x.device)
             shift = shift + noise * self.noise_strength
         return bias_act(x + shift, None, self.activation, clamp=self.conv_clamp)
 
@@ -280,7 +293,8 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     def __init__(self, cfg: StyleGAN2Config) -> None:
         super().__init__()
-        self.blocks = nn.ModuleDict({f"b{r}": SynthesisBlock(cfg, r) for r in cfg.block_resolutions})
+        blocks = {f"b{res}": SynthesisBlock(cfg, res) for res in cfg.block_resolutions}
+        self.blocks = nn.ModuleDict(blocks)
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         x = img = None
@@ -351,6 +365,17 @@ def _our_key(key: str) -> str:
     if head == "synthesis":
         return f"synthesis_net.blocks.{rest}"
     return key
+
+
+def nvidia_state_dict(model: StyleGAN2) -> dict[str, torch.Tensor]:
+    """``model``'s tensors under NVIDIA's keys (the inverse of `_our_key`), e.g. to load into
+    their ``Generator`` with ``strict=False`` (their FIR filter buffers are not ours)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        for ours, theirs in (("mapping_net.", "mapping."), ("synthesis_net.blocks.", "synthesis.")):
+            if key.startswith(ours):
+                out[theirs + key[len(ours):]] = value
+    return out
 
 
 @torch.no_grad()

@@ -55,7 +55,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
         x = x.reshape(n, c, h * up, w * up)
     left, right, top, bottom = padding
     x = F.pad(x, [max(left, 0), max(right, 0), max(top, 0), max(bottom, 0)])
-    x = x[:, :, max(-top, 0): x.shape[2] - max(-bottom, 0), max(-left, 0): x.shape[3] - max(-right, 0)]
+    height, width = x.shape[2], x.shape[3]
+    x = x[:, :, max(-top, 0): height - max(-bottom, 0), max(-left, 0): width - max(-right, 0)]
     kernel = (f * gain).flip([0, 1]).to(x.dtype)
     x = F.conv2d(x, kernel.expand(c, 1, *kernel.shape), groups=c)
     if down > 1:
