@@ -112,6 +112,16 @@ def test_a_sample_does_not_depend_on_its_batch(net) -> None:
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
 
 
+def test_gradients_reach_every_wplus_row() -> None:
+    """Inversion optimises W+ through synthesis: every row must get a gradient."""
+    G = load_stylegan2_pickle(FIXTURES / "sg2ada_res32.pkl")
+    ws = G.mapping(z_from_seeds([3], G.z_dim)).unsqueeze(1).repeat(1, G.num_ws, 1)
+    ws.requires_grad_(True)
+    G.synthesis(ws).square().mean().backward()
+    assert ws.grad is not None and torch.isfinite(ws.grad).all()
+    assert (ws.grad.abs().amax(dim=2) > 0).all()
+
+
 def test_noise_modes() -> None:
     G = load_stylegan2_pickle(FIXTURES / "sg2ada_res32.pkl")
     w = G.mapping(z_from_seeds([0], G.z_dim))
