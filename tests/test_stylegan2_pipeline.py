@@ -72,3 +72,16 @@ def test_sample_fit_and_edit_on_an_official_pickle(tmp_path: Path, monkeypatch, 
     assert images.shape == (2, 3, 3, 64, 64)
     torch.testing.assert_close(images[:, 1], plain, rtol=0, atol=1e-5)
     assert (images[:, 0] - plain).abs().amax() > 1e-2 and (images[:, 2] - plain).abs().amax() > 1e-2
+
+
+def test_dataset_build_takes_a_checkpoint_name_and_refuses_a_bad_one() -> None:
+    """`dataset build --model stylegan2:PATH` passes the name check that catches typos before
+    anything is written; a prefix without a file, or a typo, is still one error."""
+    from facelatent.datasets.writer import _check_generator
+    from facelatent.errors import FacelatentError
+
+    _check_generator("stylegan2:/models/ffhq.pkl")
+    with pytest.raises(FacelatentError, match="names no file"):
+        _check_generator("stylegan2:")
+    with pytest.raises(FacelatentError, match="did you mean 'mobilestylegan-ffhq'"):
+        _check_generator("mobilestylegan-fhq")

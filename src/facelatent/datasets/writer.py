@@ -42,11 +42,22 @@ from typing import Any
 import numpy as np
 
 from facelatent import __version__
-from facelatent.datasets.shard import (DatasetJob, DatasetSettings, ShardRows, build_shard,
-                                       plan_classes)
-from facelatent.errors import FacelatentError
+from facelatent.datasets.shard import (
+    DatasetJob,
+    DatasetSettings,
+    ShardRows,
+    build_shard,
+    plan_classes,
+)
 from facelatent.io import atomic_path, read_json, write_json
-from facelatent.runs import Engine, LocalEngine, Models, Progress, ShardedRun, ShardWrite
+from facelatent.runs import (
+    Engine,
+    LocalEngine,
+    Models,
+    Progress,
+    ShardedRun,
+    ShardWrite,
+)
 from facelatent.runs.sharded import check_resume, now
 
 __all__ = ["DatasetLedger", "DatasetReport", "build_dataset", "identities_key"]
@@ -213,16 +224,9 @@ def _merge(root: Path, shards: int) -> None:
 
 def _check_generator(name: str) -> None:
     """A typo in the generator's name fails here, before anything is written."""
-    import difflib
+    from facelatent.generators.base import check_generator_name
 
-    from facelatent.generators import available_generators
-
-    names = available_generators()
-    if name not in names:
-        close = difflib.get_close_matches(name, list(names), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise FacelatentError(f"unknown generator {name!r}{hint} (available: "
-                              f"{', '.join(names)})")
+    check_generator_name(name)
 
 
 # -- one call: create, resume or repair ---------------------------------------------------------

@@ -240,20 +240,15 @@ def available_generators() -> dict[str, list[str]]:
     return out
 
 
-def get_generator(name: str, device: str | torch.device | None = "cpu",
-                  backend: str = "torch", **kwargs: object) -> Generator:
-    """Build a registered generator; model files must have been fetched already.
-
-    ``name`` is a registered name or ``PREFIX:PATH`` for a checkpoint file of a registered
-    family, e.g. ``"stylegan2:/models/ffhq.pkl"``.
-    """
+def check_generator_name(name: str) -> None:
+    """FacelatentError unless ``name`` is a registered generator or ``PREFIX:PATH`` of a
+    registered checkpoint family (the file itself is read later); nothing is loaded, so a typo
+    fails before any work is written."""
     prefix, colon, path = name.partition(":")
     if colon and prefix in _PREFIXES:
-        if backend != "torch":
-            raise FacelatentError(f"generator {name!r} has no backend {backend!r} (available: torch)")
         if not path:
             raise FacelatentError(f"generator {name!r} names no file; expected {prefix}:PATH")
-        return _PREFIXES[prefix](path, device=resolve_device(device), **kwargs)
+        return
     names = available_generators()
     if name not in names:
         close = difflib.get_close_matches(name, list(names), n=1)
@@ -262,6 +257,22 @@ def get_generator(name: str, device: str | torch.device | None = "cpu",
         files = f"; or a checkpoint file: {files}" if files else ""
         raise FacelatentError(f"unknown generator {name!r}{hint} (available: {', '.join(names)})"
                               f"{files}")
+
+
+def get_generator(name: str, device: str | torch.device | None = "cpu",
+                  backend: str = "torch", **kwargs: object) -> Generator:
+    """Build a registered generator; model files must have been fetched already.
+
+    ``name`` is a registered name or ``PREFIX:PATH`` for a checkpoint file of a registered
+    family, e.g. ``"stylegan2:/models/ffhq.pkl"``.
+    """
+    check_generator_name(name)
+    prefix, colon, path = name.partition(":")
+    if colon and prefix in _PREFIXES:
+        if backend != "torch":
+            raise FacelatentError(f"generator {name!r} has no backend {backend!r} (available: torch)")
+        return _PREFIXES[prefix](path, device=resolve_device(device), **kwargs)
+    names = available_generators()
     if backend not in names[name]:
         raise FacelatentError(f"generator {name!r} has no backend {backend!r} "
                               f"(available: {', '.join(names[name])})")
