@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from facelatent.errors import FacelatentError
+from facelatent.webui.load import single_malloc_arena
 from facelatent.webui.service import MAX_STRENGTH, Edit, EditorService, Face, Render
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # no calls home from the server
@@ -288,6 +289,7 @@ def launch(service: EditorService, host: str = "127.0.0.1", port: int | None = N
     """Serve the page on ``host``:``port`` (None: Gradio picks from 7860 up), without a share
     link unless ``share``, and print its address. ``block`` False returns at once with the
     server running (tests; `gr.Blocks.close` stops it)."""
+    single_malloc_arena()          # before the server's worker threads exist
     demo = build_app(service)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)
     _, local_url, share_url = demo.launch(
