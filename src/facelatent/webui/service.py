@@ -27,7 +27,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from facelatent.images import resize, to_uint8
 from facelatent.io import save_npz
 from facelatent.ranges import SEED_LIMIT, parse_layers
 from facelatent.webui.directions import Direction
+from facelatent.webui.state import Aligned, Analysis, Edit, Face, Render  # re-exported
 from facelatent.webui.uploads import (
     DEFAULT_LIMITS,
     UploadLimits,
@@ -69,68 +70,6 @@ PANEL_ATTRIBUTES = {"yaw": "pose: yaw (deg)", "pitch": "pose: pitch (deg)",
                     "eyeglasses": "eyeglasses (> 0: glasses)"}
 RECOGNISERS = ("dlib", "sface")
 Progress = Callable[[float, str], None]
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """Scores of one face: ``scores`` {attribute: value}, ``embeddings`` {recogniser: [128]}."""
-
-    scores: dict[str, float]
-    embeddings: dict[str, Tensor]
-
-
-@dataclass(frozen=True)
-class Face:
-    """What the editor edits. ``latent``: w ``[1, w_dim]`` or W+ ``[1, num_ws, w_dim]``,
-    float32 on the CPU. ``name``: shown, and the stem of downloaded files. ``origin``: "seed",
-    "latents", "photo" or "swap". ``reference``: the unedited face's scores. ``aligned``: a
-    photo's FFHQ-aligned crop, ``[S, S, 3]`` uint8. ``note``: what the page says about it.
-    ``involved``: the recognisers that made it (SFace in the inversion loss, the mapping's
-    E_id), which the panel marks as not independent."""
-
-    name: str
-    latent: Tensor
-    origin: str
-    seed: int | None = None
-    reference: Analysis | None = None
-    aligned: np.ndarray | None = None
-    note: str = ""
-    involved: tuple[str, ...] = ()     # recognisers that helped make it: not independent judges
-
-
-@dataclass(frozen=True)
-class Aligned:
-    """A face found in an uploaded photo: ``crop`` ``[1, 3, S, S]`` FFHQ-aligned in [-1, 1],
-    face ``index`` of ``count`` (left to right), ``label`` the upload's cleaned name."""
-
-    label: str
-    crop: Tensor
-    index: int
-    count: int
-
-    @property
-    def preview(self) -> np.ndarray:
-        return to_uint8(self.crop)[0]
-
-
-@dataclass(frozen=True)
-class Edit:
-    """The sliders' state. ``strengths``: {slider key: sigma units}; ``keep_fixed``: slider
-    keys the edit is made orthogonal to; ``layers``: style inputs ("0-7"; None = all)."""
-
-    strengths: Mapping[str, float] = field(default_factory=dict)
-    keep_fixed: Sequence[str] = ()
-    layers: str | None = None
-
-
-@dataclass(frozen=True)
-class Render:
-    """An edited face: ``latent`` (as `Face.latent`), ``full`` ``[1, 3, H, W]`` float in
-    [-1, 1] at the generator's size, ``preview`` ``[P, P, 3]`` uint8."""
-
-    latent: Tensor
-    full: Tensor
-    preview: np.ndarray
 
 
 class EditorService:
