@@ -3,6 +3,7 @@
     G = get_generator("mobilestylegan-ffhq", device="auto")          # native PyTorch
     G = get_generator("mobilestylegan-ffhq", backend="openvino")     # fast CPU inference
     G = get_generator("stylegan2:/models/ffhq.pkl")                  # NVIDIA's StyleGAN2(-ADA)
+    G = get_generator("rosinality:/models/550000.pt")                # rosinality's StyleGAN2
     w = G.mapping(z_from_seeds([0, 1], G.z_dim), truncation_psi=0.7)
     images = G.synthesis(w)                                          # [2, 3, 1024, 1024]
 """
@@ -25,8 +26,14 @@ from facelatent.generators.base import (
     truncate,
     z_from_seeds,
 )
-from facelatent.generators.mobilestylegan import FFHQ_1024, TINY, MobileStyleGAN, load_ir
+from facelatent.generators.mobilestylegan import (
+    FFHQ_1024,
+    TINY,
+    MobileStyleGAN,
+    load_ir,
+)
 from facelatent.generators.openvino import OpenVINOGenerator
+from facelatent.generators.rosinality import load_rosinality
 from facelatent.generators.stylegan2 import StyleGAN2, load_stylegan2_pickle
 from facelatent.runtime import keep_freed_memory
 
@@ -84,3 +91,9 @@ def _mobilestylegan_tiny(device: torch.device, seed: int = 0, **_: object) -> Mo
 def _stylegan2_file(path: str, device: torch.device, **_: object) -> StyleGAN2:
     """NVIDIA's StyleGAN2 / StyleGAN2-ADA pickle (its G_ema), read without running its code."""
     return load_stylegan2_pickle(path).to(device)
+
+
+@register_generator_prefix("rosinality")
+def _rosinality_file(path: str, device: torch.device, **_: object) -> StyleGAN2:
+    """rosinality's StyleGAN2 `.pt` (its g_ema), read with torch.load(weights_only=True)."""
+    return load_rosinality(path).to(device)
