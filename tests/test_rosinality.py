@@ -123,8 +123,11 @@ def test_w_avg_is_latent_avg_or_a_seeded_estimate() -> None:
     torch.testing.assert_close(a.w_avg, b.w_avg, rtol=0, atol=0)   # the same every load
     with np.load(FIXTURES / "ros_res32.npz") as ref:   # their mean_latent(4096), other z
         theirs = torch.from_numpy(ref["truncation_latent"])
-    spread = (a.mapping_net(torch.randn(W_AVG_SAMPLES, a.z_dim), None) - theirs).std(0)
-    assert ((a.w_avg - theirs).abs() <= 5 * spread / 4096**0.5).all()
+    z = torch.randn(W_AVG_SAMPLES, a.z_dim, generator=torch.Generator().manual_seed(1))
+    spread = a.mapping_net(z, None).std(0)
+    # two independent means of 10,000 and 4,096 samples: within 6 standard errors everywhere
+    assert ((a.w_avg - theirs).abs() <= 6 * spread * (1 / W_AVG_SAMPLES + 1 / 4096)**0.5).all()
+    assert (a.w_avg - theirs).abs().max() > 1e-3   # an estimate, not their latent
 
 
 def test_training_args_are_read_as_plain_values() -> None:
