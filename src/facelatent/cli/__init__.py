@@ -21,6 +21,7 @@ from facelatent.errors import FacelatentError
 COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("weights", "list, fetch, verify and locate model files"),
     "generate": ("generate", "generate faces for seeds"),
+    "convert": ("convert", "convert a generator checkpoint to safetensors + config.json"),
     "score": ("faces", "score faces in image files"),
     "faces": ("faces", "face models"),
     "verify": ("verify", "face verification benchmarks of the recognisers"),

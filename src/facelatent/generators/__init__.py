@@ -4,6 +4,7 @@
     G = get_generator("mobilestylegan-ffhq", backend="openvino")     # fast CPU inference
     G = get_generator("stylegan2:/models/ffhq.pkl")                  # NVIDIA's StyleGAN2(-ADA)
     G = get_generator("rosinality:/models/550000.pt")                # rosinality's StyleGAN2
+    G = get_generator("converted:/models/ffhq-converted")            # `facelatent convert`'s output
     w = G.mapping(z_from_seeds([0, 1], G.z_dim), truncation_psi=0.7)
     images = G.synthesis(w)                                          # [2, 3, 1024, 1024]
 """
@@ -26,6 +27,7 @@ from facelatent.generators.base import (
     truncate,
     z_from_seeds,
 )
+from facelatent.generators.converted import load_converted
 from facelatent.generators.mobilestylegan import (
     FFHQ_1024,
     TINY,
@@ -97,3 +99,9 @@ def _stylegan2_file(path: str, device: torch.device, **_: object) -> StyleGAN2:
 def _rosinality_file(path: str, device: torch.device, **_: object) -> StyleGAN2:
     """rosinality's StyleGAN2 `.pt` (its g_ema), read with torch.load(weights_only=True)."""
     return load_rosinality(path).to(device)
+
+
+@register_generator_prefix("converted")
+def _converted_folder(path: str, device: torch.device, **_: object) -> StyleGAN2:
+    """A folder written by `facelatent convert` (model.safetensors + config.json)."""
+    return load_converted(path).to(device)

@@ -261,8 +261,11 @@ def load_rosinality(path: str | Path) -> StyleGAN2:
     else:
         raise FileFormatError(f"{path}: latent_avg is not a tensor of {arch.style_dim} values")
     load_nvidia_state(model, state, where)
+    model.w_avg_source = "the checkpoint's latent_avg"
     if latent_avg is None:
         w_avg = estimate_w_avg(lambda z: model.mapping_net(z, None), arch.style_dim,
                                n=W_AVG_SAMPLES, seed=W_AVG_SEED)
         model.mapping_net.w_avg.copy_(w_avg)
+        model.w_avg_source = (f"estimated: the mean mapping of {W_AVG_SAMPLES} normal z from "
+                              f"torch.Generator().manual_seed({W_AVG_SEED})")
     return model.eval().requires_grad_(False)

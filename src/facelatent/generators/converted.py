@@ -1,0 +1,268 @@
+"""Converted generators: a folder with ``model.safetensors`` and ``config.json``, loaded as
+``converted:DIR``, without the checkpoint format it came from.
+
+`convert_generator` reads a StyleGAN2-family checkpoint (``stylegan2:IN.pkl``,
+``rosinality:IN.pt``) with its safe loader and writes:
+
+- ``model.safetensors``: every parameter and buffer of the StyleGAN2 port (`StyleGAN2`), float32,
+  under NVIDIA's StyleGAN2-ADA state-dict names (``mapping.fc0.weight``,
+  ``synthesis.b8.conv0.noise_const``, ``mapping.w_avg``): a rosinality checkpoint is stored
+  already mapped onto the port, with its w_avg as used at conversion time;
+- ``config.json``: the port's configuration, family, num_ws, resolution, where w_avg came from,
+  the source file's name and sha256, the weights file's sha256 and the facelatent version.
+
+`load_converted` rebuilds the port from them and maps every tensor with `load_nvidia_state`, so
+the converted generator computes exactly what the original did (the same float32 tensors
+through the same code). The weights file's sha256 is checked against the config before use.
+
+The safetensors format (read and written here; no extra dependency): an 8-byte little-endian
+header length N, N bytes of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]},
+"__metadata__": {str: str}}``, then the raw little-endian data, with offsets relative to its
+start. `read_safetensors` checks every field, and that the tensors tile the data exactly (no
+gap, no overlap, nothing after), before reading any value: a damaged or hostile file is one
+`FileFormatError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facelatent.errors import FacelatentError, FileFormatError
+from facelatent.generators.base import get_generator
+from facelatent.generators.stylegan2 import (
+    StyleGAN2,
+    StyleGAN2Config,
+    load_nvidia_state,
+    nvidia_state_dict,
+)
+from facelatent.io import atomic_path, open_checked, read_json, write_json
+
+__all__ = [
+    "CONFIG_FILE",
+    "CONVERTIBLE",
+    "WEIGHTS_FILE",
+    "ConvertResult",
+    "convert_generator",
+    "load_converted",
+    "read_safetensors",
+    "write_safetensors",
+]
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "facelatent.converted_generator"
+FORMAT_VERSION = 1
+CONVERTIBLE = ("stylegan2", "rosinality")   # PREFIX:PATH families convert_generator reads
+MAX_HEADER_BYTES = 16 * 2**20               # a 1024x1024 StyleGAN2 needs about 20 kB
+_DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+
+
+# -- the safetensors format ---------------------------------------------------------------------
+def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                      metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``tensors`` as float32 to a safetensors file, atomically, names in sorted order."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        data = tensors[name].detach().cpu().float().contiguous().numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)          # the data starts 8-byte aligned, as the spec suggests
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(len(text).to_bytes(8, "little"))
+        fh.write(text)
+        for data in blobs:
+            fh.write(data)
+    return Path(path)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _entry(name: str, entry: object) -> tuple[np.dtype, list[int], int, int]:
+    """One header entry, checked: (dtype, shape, begin, end). Raises ValueError."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise ValueError(f"tensor {name!r} is not {{dtype, shape, data_offsets}}")
+    dtype = _DTYPES.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
+    if dtype is None:
+        raise ValueError(f"tensor {name!r} has dtype {entry['dtype']!r}; expected one of "
+                         f"{', '.join(_DTYPES)}")
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    if not (isinstance(shape, list) and len(shape) <= 8
+            and all(type(d) is int and d >= 0 for d in shape)):
+        raise ValueError(f"tensor {name!r} has shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets)):
+        raise ValueError(f"tensor {name!r} has data_offsets {offsets!r}")
+    begin, end = offsets
+    if end - begin != math.prod(shape) * dtype.itemsize:
+        raise ValueError(f"tensor {name!r}: data_offsets {offsets} do not hold shape {shape} of "
+                         f"{entry['dtype']}")
+    return dtype, shape, begin, end
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (float32, their stored shapes) and metadata of a safetensors file.
+
+    Raises `FileFormatError` naming the file for anything that does not follow the format.
+    """
+    path = Path(path)
+    with open_checked(path, "a safetensors file") as fh:
+        size = fh.seek(0, 2)
+        fh.seek(0)
+        head = fh.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 0 or length > min(size - 8, MAX_HEADER_BYTES):
+            raise FileFormatError(f"{path} is not a safetensors file (or is truncated): its "
+                                  f"{size} bytes cannot hold the header it announces")
+        try:
+            header = json.loads(fh.read(length).decode("utf-8"), object_pairs_hook=_no_duplicates)
+            if not isinstance(header, dict):
+                raise TypeError("the header is not a JSON object")
+            metadata = header.pop("__metadata__", {})
+            if not (isinstance(metadata, dict)
+                    and all(isinstance(v, str) for v in metadata.values())):
+                raise ValueError("__metadata__ is not a map of strings")
+            entries = {name: _entry(name, e) for name, e in header.items()}
+            spans = sorted((begin, end) for _, _, begin, end in entries.values())
+            position = 0
+            for begin, end in spans:          # the tensors must tile the data exactly
+                if begin != position:
+                    raise ValueError(f"the tensors' data has a gap or overlap at byte {begin}")
+                position = end
+            if position != size - 8 - length:
+                raise ValueError(f"the tensors cover {position} bytes of data, the file holds "
+                                 f"{size - 8 - length} (truncated, or extra bytes)")
+        except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
+            raise FileFormatError(f"{path} is not a valid safetensors file: {exc}") from None
+        data = fh.read()
+    tensors = {}
+    for name, (dtype, shape, begin, end) in entries.items():
+        values = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize,
+                               offset=begin)
+        tensors[name] = torch.from_numpy(values.astype(np.float32).reshape(shape))
+    return tensors, dict(metadata)
+
+
+# -- converting and loading ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvertResult:
+    """What `convert_generator` wrote."""
+
+    folder: Path                 # the output folder; load it as converted:FOLDER
+    weights: Path                # folder / model.safetensors
+    config: Path                 # folder / config.json
+    family: str                  # "stylegan2" or "rosinality"
+    resolution: int
+    num_ws: int
+    tensors: int                 # how many tensors the weights file holds
+    source_sha256: str
+
+
+def _sha256(path: Path, kind: str) -> str:
+    digest = hashlib.sha256()
+    with open_checked(path, kind) as fh:
+        while block := fh.read(2**20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert_generator(source: str, folder: str | Path, *, overwrite: bool = False) -> ConvertResult:
+    """Write the generator ``source`` (``stylegan2:IN.pkl`` or ``rosinality:IN.pt``) to
+    ``folder`` as ``model.safetensors`` + ``config.json``; see the module docstring.
+
+    A folder that already holds a converted generator is refused unless ``overwrite``.
+    """
+    family, colon, file = source.partition(":")
+    if not colon or family not in CONVERTIBLE or not file:
+        choices = " or ".join(f"{p}:PATH" for p in CONVERTIBLE)
+        raise ValueError(f"source must be {choices} (a checkpoint file), got {source!r}")
+    out = Path(folder)
+    if not overwrite and ((out / CONFIG_FILE).exists() or (out / WEIGHTS_FILE).exists()):
+        raise FacelatentError(f"{out} already holds a converted generator; choose another folder "
+                              "or overwrite it (--overwrite)")
+    G = get_generator(source, device="cpu")
+    assert isinstance(G, StyleGAN2)
+    tensors = nvidia_state_dict(G)
+    weights = write_safetensors(out / WEIGHTS_FILE, tensors, {"format": "pt"})
+    from facelatent import __version__
+
+    # Weights first, config last: the config is what makes the folder loadable, so a run killed
+    # in between leaves nothing that loads half-written.
+    config = write_json(out / CONFIG_FILE, {
+        "family": family,
+        "architecture": "stylegan2",
+        "config": dataclasses.asdict(G.cfg),
+        "resolution": G.resolution,
+        "num_ws": G.num_ws,
+        "w_avg": getattr(G, "w_avg_source", "stored in the checkpoint"),
+        "source": {"file": Path(file).name, "sha256": (sha := _sha256(Path(file), "a checkpoint"))},
+        "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights, "a safetensors file")},
+        "facelatent_version": __version__,
+    }, format=FORMAT, version=FORMAT_VERSION)
+    return ConvertResult(folder=out, weights=weights, config=config, family=family,
+                         resolution=G.resolution, num_ws=G.num_ws, tensors=len(tensors),
+                         source_sha256=sha)
+
+
+def _config(raw: object, where: Path) -> StyleGAN2Config:
+    names = {f.name for f in dataclasses.fields(StyleGAN2Config)}
+    if not isinstance(raw, dict) or set(raw) != names:
+        got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        raise FileFormatError(f"{where}: 'config' must have exactly the fields {sorted(names)}, "
+                              f"got {got}")
+    values = dict(raw)
+    if isinstance(values["resample_filter"], list):
+        values["resample_filter"] = tuple(values["resample_filter"])
+    try:
+        return StyleGAN2Config(**values)
+    except (TypeError, ValueError) as exc:
+        raise FileFormatError(f"{where}: 'config' is not a StyleGAN2 configuration ({exc})") \
+            from None
+
+
+def load_converted(folder: str | Path) -> StyleGAN2:
+    """The generator in ``folder`` (written by `convert_generator`), float32 on the CPU, named
+    ``converted:FOLDER``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder} (expected a folder written by "
+                                "`facelatent convert`)")
+    meta = read_json(folder / CONFIG_FILE, format=FORMAT, max_version=FORMAT_VERSION,
+                     kind="a converted generator's config")
+    if meta.get("architecture") != "stylegan2":
+        raise FileFormatError(f"{folder / CONFIG_FILE}: architecture "
+                              f"{meta.get('architecture')!r} is not supported (expected 'stylegan2')")
+    cfg = _config(meta.get("config"), folder / CONFIG_FILE)
+    weights = folder / WEIGHTS_FILE
+    recorded = meta.get("weights")
+    expected = recorded.get("sha256") if isinstance(recorded, dict) else None
+    if _sha256(weights, "the converted generator's weights (model.safetensors)") != expected:
+        raise FileFormatError(f"{weights} does not match the sha256 in {CONFIG_FILE}: it is "
+                              "damaged or was replaced; convert the checkpoint again")
+    tensors, _ = read_safetensors(weights)
+    model = StyleGAN2(cfg, name=f"converted:{folder}")
+    load_nvidia_state(model, tensors, str(weights))
+    model.w_avg_source = str(meta.get("w_avg", "stored in the checkpoint"))
+    return model.eval().requires_grad_(False)
