@@ -182,6 +182,7 @@ def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path, where: str, caps
                  "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refusing evil.pt" in err[0] and "system" in err[0]
+    assert "weights_only" not in err[0]     # torch's "set it to False" advice is not passed on
     assert not marker.exists()
 
 
@@ -199,3 +200,20 @@ def test_a_truncated_checkpoint_is_refused(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(FileFormatError, match="cut.pt"):
         load_rosinality(path)
+
+
+def test_generate_takes_a_rosinality_checkpoint(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "faces"
+    assert main(["generate", "--model", f"rosinality:{FIXTURES / 'ros_res64.pt'}", "--seeds",
+                 "0-1", "--psi", "0.7", "--out", str(out), "--device", "cpu"]) == 0
+    assert "wrote 2 images" in capsys.readouterr().out
+    with np.load(out / "latents.npz") as latents:
+        G = load_rosinality(FIXTURES / "ros_res64.pt")
+        expected = G.mapping(z_from_seeds([0, 1], G.z_dim), truncation_psi=0.7)
+        np.testing.assert_allclose(latents["w"], expected.numpy(), rtol=0, atol=1e-6)
+
+
+def test_an_nvidia_pickle_named_as_rosinality_points_to_stylegan2() -> None:
+    pkl = FIXTURES.parent / "stylegan2ada" / "sg2ada_res32.pkl"
+    with pytest.raises(FileFormatError, match=r"nothing .* executed.*loads as stylegan2:PATH"):
+        load_rosinality(pkl)

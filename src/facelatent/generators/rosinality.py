@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,15 @@ class TrainingArgs:
         self.values = {str(k): v for k, v in items if isinstance(v, _PLAIN)}
 
 
+def _refusal_reason(text: str) -> str:
+    """The reason in torch's weights-only refusal, without its preamble, which suggests
+    ``weights_only=False`` (advice a loader of untrusted files must not pass on)."""
+    reason = text.partition("trusted source.")[2] or text
+    reason = reason.partition("Check the documentation")[0].split("WeightsUnpickler error:")[-1]
+    reason = " ".join(reason.split())
+    return "unreadable" if not reason or "weights_only" in reason else reason
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The top-level dict of a rosinality checkpoint, read with ``torch.load(weights_only=True)``.
 
@@ -88,15 +99,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     with open_checked(path, "a rosinality StyleGAN2 checkpoint (.pt)") as fh:
         try:
-            with torch.serialization.safe_globals([(TrainingArgs, "argparse.Namespace")]):
-                data = torch.load(fh, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():   # torch's note on pickle protocols is not for users
+                warnings.simplefilter("ignore", UserWarning)
+                with torch.serialization.safe_globals([(TrainingArgs, "argparse.Namespace")]):
+                    data = torch.load(fh, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            first = str(exc).strip().splitlines()
-            why = next((line for line in first if "GLOBAL" in line or "global" in line),
-                       first[0] if first else "")
+            reason = _refusal_reason(str(exc))
+            hint = "" if zipfile.is_zipfile(path) else \
+                "; it is not a torch.save archive (an NVIDIA .pkl loads as stylegan2:PATH)"
             raise FileFormatError(f"refusing {path.name}: torch's weights-only reader stopped at "
-                                  f"something other than tensors ({why.strip()}); nothing from "
-                                  "the file was executed") from None
+                                  f"something other than tensors ({reason}); "
+                                  f"nothing from the file was executed{hint}") from None
         except (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError,
                 AttributeError, OSError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
