@@ -38,6 +38,7 @@ same for every load of the same file. Truncation acts on every layer, as their
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
 import warnings
@@ -45,6 +46,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -74,7 +76,7 @@ class TrainingArgs:
     keeps the plain values (str, int, float, bool, None) as the dict ``values`` and nothing
     else; it has no behaviour to trigger."""
 
-    values: dict[str, Any]
+    values: Mapping[str, Any] = MappingProxyType({})   # until the pickle's state arrives
 
     def __setstate__(self, state: object) -> None:
         items = state.items() if isinstance(state, dict) else ()
@@ -90,6 +92,16 @@ def _refusal_reason(text: str) -> str:
     return "unreadable" if not reason or "weights_only" in reason else reason
 
 
+def _namespace_as_training_args() -> contextlib.AbstractContextManager[object]:
+    """Within the block, torch's weights-only reader builds ``argparse.Namespace`` as
+    `TrainingArgs`. Torch before 2.5 has no such mapping: a snapshot's ``args`` is then refused
+    like any other object (its ``g_ema`` alone, or a newer torch, loads)."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:
+        return contextlib.nullcontext()
+    return safe_globals([(TrainingArgs, "argparse.Namespace")])  # type: ignore[no-any-return]
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The top-level dict of a rosinality checkpoint, read with ``torch.load(weights_only=True)``.
 
@@ -101,7 +113,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         try:
             with warnings.catch_warnings():   # torch's note on pickle protocols is not for users
                 warnings.simplefilter("ignore", UserWarning)
-                with torch.serialization.safe_globals([(TrainingArgs, "argparse.Namespace")]):
+                with _namespace_as_training_args():
                     data = torch.load(fh, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             reason = _refusal_reason(str(exc))
