@@ -176,15 +176,38 @@ def test_a_damaged_converted_folder_is_one_line_from_the_cli(converted: Path, tm
     assert "no such file" in capsys.readouterr().err
 
 
+def _edited(converted: Path, folder: Path, tensors: dict[str, torch.Tensor] | None = None,
+            **config_changes: object) -> Path:
+    """A copy of ``converted`` with edits, its weights' sha256 recorded as if it were genuine."""
+    folder.mkdir()
+    if tensors is None:
+        (folder / WEIGHTS_FILE).write_bytes((converted / WEIGHTS_FILE).read_bytes())
+    else:
+        write_safetensors(folder / WEIGHTS_FILE, tensors)
+    config = json.loads((converted / CONFIG_FILE).read_text())
+    config["config"].update(config_changes)
+    config["weights"]["sha256"] = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    return folder
+
+
 def test_a_weights_file_that_lacks_a_tensor_is_refused(converted: Path, tmp_path: Path) -> None:
     """Even with a matching sha256 (a hand-edited folder), every tensor is checked by name."""
     tensors, _ = read_safetensors(converted / WEIGHTS_FILE)
     del tensors["synthesis.b8.conv0.weight"]
-    folder = tmp_path / "edited"
-    folder.mkdir()
-    write_safetensors(folder / WEIGHTS_FILE, tensors)
-    config = json.loads((converted / CONFIG_FILE).read_text())
-    config["weights"]["sha256"] = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
-    (folder / CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(FileFormatError, match="no tensor for 'synthesis_net.blocks.b8.conv0.weight'"):
-        load_converted(folder)
+    with pytest.raises(FileFormatError, match="tensors do not fit the configuration"):
+        load_converted(_edited(converted, tmp_path / "edited", tensors))
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"resolution": 2**20}, "resolution is 1048576; expected an integer from 0 to 8192"),
+    ({"mapping_layers": 10**9}, "mapping_layers is 1000000000"),
+    ({"z_dim": "32"}, "z_dim is '32'"),
+    ({"resolution": 1024}, "tensors do not fit the configuration"),   # never built for real
+    ({"resolution": 4096}, "a block would have no channels"),
+    ({"resolution": 48}, "power of two"),
+])
+def test_a_hostile_config_is_refused_before_building(converted: Path, tmp_path: Path,
+                                                     changes: dict, message: str) -> None:
+    with pytest.raises(FileFormatError, match=message):
+        load_converted(_edited(converted, tmp_path / "edited", **changes))

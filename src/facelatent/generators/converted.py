@@ -65,6 +65,11 @@ FORMAT_VERSION = 1
 CONVERTIBLE = ("stylegan2", "rosinality")   # PREFIX:PATH families convert_generator reads
 MAX_HEADER_BYTES = 16 * 2**20               # a 1024x1024 StyleGAN2 needs about 20 kB
 _DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+# Bounds on a config's sizes, far above any StyleGAN2 (1024 pixels, 512 wide, 8 mapping layers),
+# so that a hostile config.json cannot make the generator's construction take all memory or time.
+_SIZE_LIMITS = {"resolution": 8192, "mapping_layers": 64, "z_dim": 8192, "w_dim": 8192,
+                "c_dim": 8192, "img_channels": 16, "channel_max": 8192, "embed_features": 8192,
+                "layer_features": 8192}
 
 
 # -- the safetensors format ---------------------------------------------------------------------
@@ -233,13 +238,21 @@ def _config(raw: object, where: Path) -> StyleGAN2Config:
         raise FileFormatError(f"{where}: 'config' must have exactly the fields {sorted(names)}, "
                               f"got {got}")
     values = dict(raw)
+    for name, limit in _SIZE_LIMITS.items():
+        value = values[name]
+        if value is not None and not (type(value) is int and 0 <= value <= limit):
+            raise FileFormatError(f"{where}: config {name} is {value!r}; expected an integer "
+                                  f"from 0 to {limit}")
     if isinstance(values["resample_filter"], list):
         values["resample_filter"] = tuple(values["resample_filter"])
     try:
-        return StyleGAN2Config(**values)
-    except (TypeError, ValueError) as exc:
+        cfg = StyleGAN2Config(**values)
+        if min(cfg.channels(r) for r in cfg.block_resolutions) < 1:
+            raise ValueError("a block would have no channels")
+    except (TypeError, ValueError, ArithmeticError) as exc:
         raise FileFormatError(f"{where}: 'config' is not a StyleGAN2 configuration ({exc})") \
             from None
+    return cfg
 
 
 def load_converted(folder: str | Path) -> StyleGAN2:
@@ -262,6 +275,11 @@ def load_converted(folder: str | Path) -> StyleGAN2:
         raise FileFormatError(f"{weights} does not match the sha256 in {CONFIG_FILE}: it is "
                               "damaged or was replaced; convert the checkpoint again")
     tensors, _ = read_safetensors(weights)
+    with torch.device("meta"):     # shapes only: the config must fit the tensors before we build
+        skeleton = nvidia_state_dict(StyleGAN2(cfg))
+    if {k: v.shape for k, v in skeleton.items()} != {k: v.shape for k, v in tensors.items()}:
+        raise FileFormatError(f"{weights}: its tensors do not fit the configuration in "
+                              f"{CONFIG_FILE}; convert the checkpoint again")
     model = StyleGAN2(cfg, name=f"converted:{folder}")
     load_nvidia_state(model, tensors, str(weights))
     model.w_avg_source = str(meta.get("w_avg", "stored in the checkpoint"))
