@@ -28,12 +28,7 @@ from facelatent.generators.base import (
     z_from_seeds,
 )
 from facelatent.generators.converted import load_converted
-from facelatent.generators.mobilestylegan import (
-    FFHQ_1024,
-    TINY,
-    MobileStyleGAN,
-    load_ir,
-)
+from facelatent.generators.mobilestylegan import FFHQ_1024, TINY, MobileStyleGAN, load_ir
 from facelatent.generators.openvino import OpenVINOGenerator
 from facelatent.generators.rosinality import load_rosinality
 from facelatent.generators.stylegan2 import StyleGAN2, load_stylegan2_pickle
