@@ -184,6 +184,32 @@ def test_seed_sliders_scores_download_and_screenshot(page, tmp_path: Path) -> No
     assert page.locator("#slider-smile input[type=number]").input_value() == "0"
 
 
+@pytest.mark.slow
+def test_keep_fixed_style_inputs_and_sefa_in_the_page(page) -> None:
+    # From the state the test above leaves (reset) or a fresh page: every control at its start.
+    keep = page.locator("#keep-fixed input")
+    keep.click()
+    keep.fill("age")
+    keep.press("Enter")
+    last = page.locator("#layer-last input[type=number]")
+    last.fill("7")
+    last.press("Enter")
+    smile = page.locator("#slider-smile input[type=number]")
+    smile.fill("2")
+    smile.press("Enter")
+    # Each control renders; only the last render, with all three set, prints this command.
+    page.wait_for_function("() => ['--layers 0-7', '--condition', 'age_w.npz', '--range 2 2']"
+                           ".every(p => document.querySelector('#command').innerText.includes(p))")
+    page.get_by_text("SeFa directions (unsupervised)").click()
+    sefa = page.locator("#slider-sefa_0 input[type=number]")
+    sefa.fill("1.5")
+    sefa.press("Enter")
+    # Two sliders moved: no single command makes this image, so the line goes.
+    page.wait_for_function("() => document.querySelector('#command').innerText.trim() === ''")
+    settle(page, "")
+    assert "Error" not in page.locator("#status").inner_text()
+
+
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("uploads")
