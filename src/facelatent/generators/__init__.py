@@ -3,8 +3,11 @@
     G = get_generator("mobilestylegan-ffhq", device="auto")          # native PyTorch
     G = get_generator("mobilestylegan-ffhq", backend="openvino")     # fast CPU inference
     G = get_generator("stylegan2:/models/ffhq.pkl")                  # NVIDIA's StyleGAN2(-ADA)
+    G = get_generator("stylegan3:/models/stylegan3-t-ffhq.pkl")      # NVIDIA's StyleGAN3 (T, R)
     G = get_generator("rosinality:/models/550000.pt")                # rosinality's StyleGAN2
     G = get_generator("converted:/models/ffhq-converted")            # `facelatent convert`'s output
+    G = get_generator("pggan:/models/pggan_celebahq.pth")            # InterFaceGAN's PGGAN
+    G = get_generator("stylegan1:/models/stylegan_ffhq.pth")         # InterFaceGAN's StyleGAN
     w = G.mapping(z_from_seeds([0, 1], G.z_dim), truncation_psi=0.7)
     images = G.synthesis(w)                                          # [2, 3, 1024, 1024]
 """
@@ -30,13 +33,16 @@ from facelatent.generators.base import (
 from facelatent.generators.converted import load_converted
 from facelatent.generators.mobilestylegan import FFHQ_1024, TINY, MobileStyleGAN, load_ir
 from facelatent.generators.openvino import OpenVINOGenerator
+from facelatent.generators.pggan import PGGAN, load_pggan
 from facelatent.generators.rosinality import load_rosinality
+from facelatent.generators.stylegan1 import StyleGAN1, load_stylegan1
 from facelatent.generators.stylegan2 import StyleGAN2, load_stylegan2_pickle
+from facelatent.generators.stylegan3 import StyleGAN3, load_stylegan3_pickle
 from facelatent.runtime import keep_freed_memory
 
 __all__ = [
     "Generator", "MobileStyleGAN", "OpenVINOGenerator", "StaleCacheWarning", "StyleGAN2",
-    "available_generators", "cached_w_avg", "estimate_w_avg", "get_generator",
+    "StyleGAN3", "available_generators", "cached_w_avg", "estimate_w_avg", "get_generator",
     "register_generator", "register_generator_prefix", "resolve_device", "truncate",
     "z_from_seeds",
 ]
@@ -90,6 +96,12 @@ def _stylegan2_file(path: str, device: torch.device, **_: object) -> StyleGAN2:
     return load_stylegan2_pickle(path).to(device)
 
 
+@register_generator_prefix("stylegan3")
+def _stylegan3_file(path: str, device: torch.device, **_: object) -> StyleGAN3:
+    """NVIDIA's StyleGAN3 pickle, T or R config (its G_ema), read without running its code."""
+    return load_stylegan3_pickle(path).to(device)
+
+
 @register_generator_prefix("rosinality")
 def _rosinality_file(path: str, device: torch.device, **_: object) -> StyleGAN2:
     """rosinality's StyleGAN2 `.pt` (its g_ema), read with torch.load(weights_only=True)."""
@@ -100,3 +112,15 @@ def _rosinality_file(path: str, device: torch.device, **_: object) -> StyleGAN2:
 def _converted_folder(path: str, device: torch.device, **_: object) -> StyleGAN2:
     """A folder written by `facelatent convert` (model.safetensors + config.json)."""
     return load_converted(path).to(device)
+
+
+@register_generator_prefix("pggan")
+def _pggan_file(path: str, device: torch.device, **_: object) -> PGGAN:
+    """InterFaceGAN's PGGAN `.pth` (a state dict), read with torch.load(weights_only=True)."""
+    return load_pggan(path).to(device)
+
+
+@register_generator_prefix("stylegan1")
+def _stylegan1_file(path: str, device: torch.device, **_: object) -> StyleGAN1:
+    """InterFaceGAN's StyleGAN v1 `.pth` (a state dict), read with torch.load(weights_only=True)."""
+    return load_stylegan1(path).to(device)
