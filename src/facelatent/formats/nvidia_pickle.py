@@ -15,7 +15,8 @@ mapped to a function of ours that builds plain data:
    no hooks kept) over storages that ``torch.storage._load_from_bytes`` carries as bytes, which
    we read with ``torch.load(weights_only=True)``, torch's own restricted reader;
 2. containers: ``collections.OrderedDict``, and ``dnnlib.util.EasyDict`` read as a plain dict;
-3. numeric numpy scalars (the networks keep a few gains as ``numpy.float64``);
+3. numeric numpy scalars (the networks keep a few gains as ``numpy.float64``) and arrays
+   (StyleGAN3's layers keep their sizes as small ``numpy`` arrays), rebuilt from raw bytes only;
 4. the persistence reconstruct function, replaced by `NetworkRecord`: the record keeps the class
    name, constructor arguments and state, and drops ``module_src`` unread.
 
@@ -25,6 +26,7 @@ Any other global is refused with a `FileFormatError` naming it, before anything 
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable
@@ -130,6 +132,29 @@ def _numpy_scalar(dtype: object, data: object = None) -> np.generic:
     return np.frombuffer(data, dtype=dtype)[0]
 
 
+class _NumericArray(np.ndarray):  # type: ignore[type-arg]
+    """Stands in for ``numpy.ndarray`` while unpickling: pickle hands the array's state (version,
+    shape, dtype, order, raw data) to ``__setstate__``, checked here to be numeric bytes of the
+    announced size before numpy reads it."""
+
+    def __setstate__(self, state: object) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise FileFormatError("a numpy array's state is not (version, shape, dtype, order, data)")
+        _, shape, dtype, _, data = state
+        if not (isinstance(dtype, np.dtype) and dtype.kind in _NUMERIC_KINDS
+                and isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)
+                and isinstance(data, bytes) and len(data) == math.prod(shape) * dtype.itemsize):
+            raise FileFormatError("a numpy array is not plain numeric data")
+        super().__setstate__(state)
+
+
+def _numpy_array(cls: object, shape: object = (0,), typecode: object = b"b") -> np.ndarray:
+    """``numpy.core.multiarray._reconstruct``: an empty array that `_NumericArray` fills."""
+    if cls is not _NumericArray:
+        raise FileFormatError(f"a numpy array of class {cls!r} is not a plain ndarray")
+    return np.ndarray.__new__(_NumericArray, (0,), np.uint8)
+
+
 _ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
     RECONSTRUCT: _record,
     ("collections", "OrderedDict"): OrderedDict,
@@ -141,6 +166,9 @@ _ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "ndarray"): _NumericArray,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_array,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_array,
 }
 
 
