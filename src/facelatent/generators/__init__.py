@@ -3,6 +3,7 @@
     G = get_generator("mobilestylegan-ffhq", device="auto")          # native PyTorch
     G = get_generator("mobilestylegan-ffhq", backend="openvino")     # fast CPU inference
     G = get_generator("stylegan2:/models/ffhq.pkl")                  # NVIDIA's StyleGAN2(-ADA)
+    G = get_generator("stylegan3:/models/stylegan3-t-ffhq.pkl")      # NVIDIA's StyleGAN3 (T, R)
     G = get_generator("rosinality:/models/550000.pt")                # rosinality's StyleGAN2
     G = get_generator("converted:/models/ffhq-converted")            # `facelatent convert`'s output
     G = get_generator("pggan:/models/pggan_celebahq.pth")            # InterFaceGAN's PGGAN
@@ -36,11 +37,12 @@ from facelatent.generators.pggan import PGGAN, load_pggan
 from facelatent.generators.rosinality import load_rosinality
 from facelatent.generators.stylegan1 import StyleGAN1, load_stylegan1
 from facelatent.generators.stylegan2 import StyleGAN2, load_stylegan2_pickle
+from facelatent.generators.stylegan3 import StyleGAN3, load_stylegan3_pickle
 from facelatent.runtime import keep_freed_memory
 
 __all__ = [
     "Generator", "MobileStyleGAN", "OpenVINOGenerator", "StaleCacheWarning", "StyleGAN2",
-    "available_generators", "cached_w_avg", "estimate_w_avg", "get_generator",
+    "StyleGAN3", "available_generators", "cached_w_avg", "estimate_w_avg", "get_generator",
     "register_generator", "register_generator_prefix", "resolve_device", "truncate",
     "z_from_seeds",
 ]
@@ -92,6 +94,12 @@ def _mobilestylegan_tiny(device: torch.device, seed: int = 0, **_: object) -> Mo
 def _stylegan2_file(path: str, device: torch.device, **_: object) -> StyleGAN2:
     """NVIDIA's StyleGAN2 / StyleGAN2-ADA pickle (its G_ema), read without running its code."""
     return load_stylegan2_pickle(path).to(device)
+
+
+@register_generator_prefix("stylegan3")
+def _stylegan3_file(path: str, device: torch.device, **_: object) -> StyleGAN3:
+    """NVIDIA's StyleGAN3 pickle, T or R config (its G_ema), read without running its code."""
+    return load_stylegan3_pickle(path).to(device)
 
 
 @register_generator_prefix("rosinality")
