@@ -1,0 +1,196 @@
+"""Tests of InterFaceGAN's PGGAN checkpoints (``pggan:PATH``).
+
+Parity: tests/fixtures/interfacegan_models holds two small random-weight PGGANs built and saved
+by InterFaceGAN's own code, with the images its wrapper (``preprocess`` then ``synthesize``)
+made from them (see the README there). Ours must reproduce every image within 1e-4 of its
+largest magnitude. Safety: a ``.pth`` that asks to run anything is refused by torch's
+weights-only reader, and the command it carries never runs. End to end: a boundary of the
+fixture's dimension edits faces through ``facelatent edit --model pggan:FIXTURE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facelatent.cli import main
+from facelatent.errors import FileFormatError
+from facelatent.generators import Generator, get_generator
+from facelatent.generators.base import z_from_seeds
+from facelatent.generators.pggan import PGGAN, load_pggan
+
+FIXTURES = Path(__file__).parent / "fixtures" / "interfacegan_models"
+NETS = ("pggan_res32", "pggan_res64_fused")
+TOLERANCE = 1e-4  # of the official image's largest magnitude (issue 15)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module", params=NETS)
+def net(request: pytest.FixtureRequest) -> tuple[PGGAN, dict[str, np.ndarray]]:
+    G = get_generator(f"pggan:{FIXTURES / request.param}.pth")
+    assert isinstance(G, PGGAN)
+    with np.load(FIXTURES / f"{request.param}.npz") as ref:
+        return G, dict(ref)
+
+
+def relative_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
+    return float(np.abs(ours.numpy() - theirs).max() / np.abs(theirs).max())
+
+
+# -- parity with InterFaceGAN's code ------------------------------------------------------------
+def test_z_path_matches_the_official_code(net) -> None:
+    G, ref = net
+    z = z_from_seeds(ref["seeds"].tolist(), G.z_dim)
+    np.testing.assert_array_equal(z.numpy(), ref["z"])
+    with torch.no_grad():
+        w = G.mapping(z)
+        images = G.synthesis(w)
+    np.testing.assert_allclose(w.numpy(), ref["z_pre"], rtol=0, atol=1e-5)   # their preprocess
+    assert images.shape == ref["img_z"].shape
+    assert relative_error(images, ref["img_z"]) <= TOLERANCE
+
+
+def test_a_level_of_detail_matches_the_official_code(net, tmp_path: Path) -> None:
+    G, ref = net
+    state = torch.load(FIXTURES / f"{G.name.rsplit('/', 1)[1]}", weights_only=True)
+    state["lod"] = torch.tensor(1.0)
+    torch.save(state, tmp_path / "lod1.pth")
+    coarse = load_pggan(tmp_path / "lod1.pth")
+    with torch.no_grad():
+        images = coarse.synthesis(torch.from_numpy(ref["z_pre"]))
+    assert relative_error(images, ref["img_z_lod1"]) <= TOLERANCE
+
+
+# -- the architecture and the contract ------------------------------------------------------------
+def test_architecture_comes_from_the_tensors() -> None:
+    G = load_pggan(FIXTURES / "pggan_res64_fused.pth")
+    assert isinstance(G, Generator)
+    assert (G.z_dim, G.w_dim, G.num_ws, G.resolution) == (32, 32, 1, 64)
+    assert G.cfg.layout.widths == (32, 32, 16, 16, 8) and all(G.cfg.layout.fused)
+    small = load_pggan(FIXTURES / "pggan_res32.pth")
+    assert (small.z_dim, small.resolution, small.cfg.layout.widths) == (24, 32, (32, 32, 16, 8))
+    assert not any(small.cfg.layout.fused)
+    assert G.name == f"pggan:{FIXTURES / 'pggan_res64_fused.pth'}"
+
+
+def test_w_is_z_on_its_sphere_and_truncation_leaves_the_image() -> None:
+    G = load_pggan(FIXTURES / "pggan_res32.pth")
+    z = z_from_seeds([3, 4], G.z_dim) * torch.tensor([[0.5], [3.0]])
+    with torch.no_grad():
+        w = G.mapping(z)
+        torch.testing.assert_close(w.norm(dim=1), torch.full((2,), G.z_dim**0.5))
+        torch.testing.assert_close(G.mapping(z, truncation_psi=0.5), 0.5 * w)   # toward w_avg 0
+        same = G.synthesis(G.mapping(z, truncation_psi=0.5))
+        torch.testing.assert_close(same, G.synthesis(w), rtol=0, atol=1e-5)
+        wp = G.synthesis(w[:, None])                  # W+ of one row is the same input
+    torch.testing.assert_close(wp, G.synthesis(w), rtol=0, atol=0)
+    assert not torch.equal(G.synthesis(w)[0], G.synthesis(w)[1])
+
+
+def test_batched_equals_one_by_one() -> None:
+    G = load_pggan(FIXTURES / "pggan_res64_fused.pth")
+    z = z_from_seeds([5, 6, 7], G.z_dim)
+    with torch.no_grad():
+        batch = G(z)
+        single = torch.cat([G(z[i: i + 1]) for i in range(3)])
+    assert float((batch - single).abs().max() / batch.abs().max()) <= 1e-5   # float rounding
+
+
+def test_missing_and_extra_tensors_are_refused(tmp_path: Path) -> None:
+    state = torch.load(FIXTURES / "pggan_res32.pth", weights_only=True)
+    del state["layer3.wscale.bias"]
+    torch.save(state, tmp_path / "missing.pth")
+    with pytest.raises(FileFormatError, match="no tensor 'layer3.wscale.bias'"):
+        load_pggan(tmp_path / "missing.pth")
+    state = torch.load(FIXTURES / "pggan_res32.pth", weights_only=True)
+    state["layer1.conv.weight"] = state["layer1.conv.weight"][:, :8]
+    torch.save(state, tmp_path / "narrow.pth")
+    with pytest.raises(FileFormatError, match=r"layer1.conv.weight has shape \[32, 8, 3, 3\]"):
+        load_pggan(tmp_path / "narrow.pth")
+    state = torch.load(FIXTURES / "pggan_res32.pth", weights_only=True)
+    state["extra.weight"] = torch.zeros(3)
+    torch.save(state, tmp_path / "extra.pth")
+    with pytest.raises(FileFormatError, match="does not use: extra.weight"):
+        load_pggan(tmp_path / "extra.pth")
+
+
+def test_a_stylegan_file_named_as_pggan_points_to_stylegan1() -> None:
+    with pytest.raises(FileFormatError, match="load it as stylegan1:"):
+        load_pggan(FIXTURES / "stylegan_res32.pth")
+
+
+# -- safety -----------------------------------------------------------------------------------
+class _RunsACommand:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path, capsys) -> None:
+    marker = tmp_path / "it-ran"
+    state: dict[str, object] = dict(torch.load(FIXTURES / "pggan_res32.pth", weights_only=True))
+    state["payload"] = _RunsACommand(marker)
+    path = tmp_path / "evil.pth"
+    torch.save(state, path)
+    with pytest.raises(FileFormatError, match="nothing from the file was executed"):
+        load_pggan(path)
+    assert main(["generate", "--model", f"pggan:{path}", "--seeds", "0",
+                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refusing evil.pth" in err[0] and "system" in err[0]
+    assert "weights_only" not in err[0]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04broken zip"])
+def test_damaged_files_are_one_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(FileFormatError, match="bad.pth"):
+        load_pggan(path)
+
+
+def test_a_truncated_checkpoint_is_refused(tmp_path: Path) -> None:
+    data = (FIXTURES / "pggan_res32.pth").read_bytes()
+    path = tmp_path / "cut.pth"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FileFormatError, match="cut.pth"):
+        load_pggan(path)
+
+
+# -- end to end -------------------------------------------------------------------------------
+def test_an_interfacegan_boundary_edits_through_the_cli(tmp_path: Path, capsys) -> None:
+    """A boundary file named and shaped as InterFaceGAN publishes them ((1, dim), unit norm, Z),
+    of the fixture's dimension, moves the faces of `facelatent edit --model pggan:FIXTURE`:
+    each frame of a face's GIF is our own synthesis of its seed's z moved by that strength."""
+    from PIL import Image, ImageSequence
+
+    path = FIXTURES / "pggan_res32.pth"
+    normal = np.random.RandomState(1234).randn(1, 24)
+    boundary = tmp_path / "pggan_fixture_smile_boundary.npy"
+    np.save(boundary, (normal / np.linalg.norm(normal)).astype(np.float32))
+    out = tmp_path / "edit"
+    assert main(["edit", "--model", f"pggan:{path}", "--boundary", str(boundary), "--seeds",
+                 "0-1", "--range", "-3", "3", "--steps", "3", "--unit", "raw", "--size", "32",
+                 "--device", "cpu", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["boundary"]["space"] == "z" and summary["strengths"] == [-3.0, 0.0, 3.0]
+    G = load_pggan(path)
+    n = torch.from_numpy(np.load(boundary))
+    with Image.open(summary["files"]["faces"]["seed0001"]["gif"]) as gif:
+        frames = [np.asarray(f.convert("RGB"), dtype=np.float64)
+                  for f in ImageSequence.Iterator(gif)][:3]       # -3, 0, 3 (then back)
+    with torch.no_grad():
+        for k, strength in enumerate((-3.0, 0.0, 3.0)):
+            image = G.synthesis(G.mapping(z_from_seeds([1], 24) + strength * n))[0]
+            ours = ((image.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy()
+            errors = [np.abs(ours - frame).mean() for frame in frames]
+            assert errors[k] < 8 and min(errors[:k] + errors[k + 1:]) > 20   # GIF palette: ~5
