@@ -10,6 +10,7 @@ small numpy arrays, which the reader rebuilds from numeric bytes only.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -23,6 +24,7 @@ from facelatent.errors import FacelatentError, FileFormatError
 from facelatent.formats.nvidia_pickle import NetworkRecord, load_network_pickle
 from facelatent.generators import Generator, get_generator
 from facelatent.generators.base import z_from_seeds
+from facelatent.generators.converted import CONFIG_FILE, load_converted
 from facelatent.generators.stylegan3 import (
     StyleGAN3,
     StyleGAN3Config,
@@ -240,3 +242,24 @@ def test_fixtures_hold_no_official_source() -> None:
             assert text not in blob, (path.name, text)
         assert b"module source removed" in blob
     assert sum(p.stat().st_size for p in FIXTURES.iterdir()) < 2 * 2**20
+
+
+# -- facelatent convert -------------------------------------------------------------------------
+def test_convert_writes_a_stylegan3_that_computes_the_same(tmp_path: Path, capsys) -> None:
+    source = FIXTURES / "sg3r_res64.pkl"
+    out = tmp_path / "sg3r"
+    assert main(["convert", f"stylegan3:{source}", str(out)]) == 0
+    assert "load it as --model converted:" in capsys.readouterr().out
+    config = json.loads((out / CONFIG_FILE).read_text())
+    assert (config["architecture"], config["num_ws"], config["config"]["conv_kernel"]) == \
+        ("stylegan3", 12, 1)
+    G, H = load_stylegan3_pickle(source), load_converted(out)
+    assert isinstance(H, StyleGAN3) and H.name == f"converted:{out}"
+    ws = G.mapping(z_from_seeds(range(G.num_ws), G.z_dim)).unsqueeze(0)
+    with torch.no_grad():
+        torch.testing.assert_close(H.synthesis(ws), G.synthesis(ws), rtol=0, atol=0)
+    # a hostile config is refused before anything is built
+    config["config"]["num_layers"] = 10_000
+    (out / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(FileFormatError, match="config num_layers is 10000"):
+        load_converted(out)

@@ -2,18 +2,19 @@
 ``converted:DIR``, without the checkpoint format it came from.
 
 `convert_generator` reads a StyleGAN2-family checkpoint (``stylegan2:IN.pkl``,
-``rosinality:IN.pt``) with its safe loader and writes:
+``rosinality:IN.pt``) or a StyleGAN3 one (``stylegan3:IN.pkl``) with its safe loader and writes:
 
-- ``model.safetensors``: every parameter and buffer of the StyleGAN2 port (`StyleGAN2`), float32,
-  under NVIDIA's StyleGAN2-ADA state-dict names (``mapping.fc0.weight``,
-  ``synthesis.b8.conv0.noise_const``, ``mapping.w_avg``): a rosinality checkpoint is stored
-  already mapped onto the port, with its w_avg as used at conversion time;
+- ``model.safetensors``: every parameter and buffer of the port (`StyleGAN2` or `StyleGAN3`),
+  float32, under NVIDIA's state-dict names (``mapping.fc0.weight``,
+  ``synthesis.b8.conv0.noise_const``, ``synthesis.L3_44_48.down_filter``, ``mapping.w_avg``): a
+  rosinality checkpoint is stored already mapped onto the port, with its w_avg as used at
+  conversion time;
 - ``config.json``: the port's configuration, family, num_ws, resolution, where w_avg came from,
   the source file's name and sha256, the weights file's sha256 and the facelatent version.
 
-`load_converted` rebuilds the port from them and maps every tensor with `load_nvidia_state`, so
-the converted generator computes exactly what the original did (the same float32 tensors
-through the same code). The weights file's sha256 is checked against the config before use.
+`load_converted` rebuilds the port from them and maps every tensor with the port's
+`load_nvidia_state`, so the converted generator computes exactly what the original did (the
+same float32 tensors through the same code). The weights file's sha256 is checked against the config before use.
 
 The safetensors format (read and written here; no extra dependency): an 8-byte little-endian
 header length N, N bytes of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]},
@@ -29,7 +30,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,10 @@ import numpy as np
 import torch
 
 from facelatent.errors import FacelatentError, FileFormatError
+from facelatent.generators import stylegan2, stylegan3
 from facelatent.generators.base import get_generator
-from facelatent.generators.stylegan2 import (
-    StyleGAN2,
-    StyleGAN2Config,
-    load_nvidia_state,
-    nvidia_state_dict,
-)
+from facelatent.generators.stylegan2 import StyleGAN2, StyleGAN2Config
+from facelatent.generators.stylegan3 import StyleGAN3, StyleGAN3Config, layer_plan
 from facelatent.io import atomic_path, open_checked, read_json, write_json
 
 __all__ = [
@@ -62,14 +60,37 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "facelatent.converted_generator"
 FORMAT_VERSION = 1
-CONVERTIBLE = ("stylegan2", "rosinality")   # PREFIX:PATH families convert_generator reads
+CONVERTIBLE = ("stylegan2", "rosinality", "stylegan3")   # PREFIX:PATH families it reads
 MAX_HEADER_BYTES = 16 * 2**20               # a 1024x1024 StyleGAN2 needs about 20 kB
 _DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
-# Bounds on a config's sizes, far above any StyleGAN2 (1024 pixels, 512 wide, 8 mapping layers),
-# so that a hostile config.json cannot make the generator's construction take all memory or time.
+# Bounds on a config's sizes, far above any StyleGAN2 or 3 (1024 pixels, 1024 wide, 8 mapping
+# layers, 14 synthesis layers), so that a hostile config.json cannot make the generator's
+# construction take all memory or time.
 _SIZE_LIMITS = {"resolution": 8192, "mapping_layers": 64, "z_dim": 8192, "w_dim": 8192,
                 "c_dim": 8192, "img_channels": 16, "channel_max": 8192, "embed_features": 8192,
-                "layer_features": 8192}
+                "layer_features": 8192, "num_layers": 64, "num_critical": 64, "margin_size": 256,
+                "conv_kernel": 16, "filter_size": 64, "lrelu_upsampling": 16}
+
+
+@dataclass(frozen=True)
+class _Architecture:
+    """What converting and loading need of one port."""
+
+    config: type[StyleGAN2Config | StyleGAN3Config]
+    model: Callable[..., StyleGAN2 | StyleGAN3]
+    state_dict: Callable[..., dict[str, torch.Tensor]]     # model -> NVIDIA-keyed tensors
+    load_state: Callable[..., None]                        # (model, tensors, where)
+    min_channels: Callable[..., int]                       # config -> its narrowest layer
+
+
+_ARCHITECTURES = {
+    "stylegan2": _Architecture(StyleGAN2Config, StyleGAN2, stylegan2.nvidia_state_dict,
+                               stylegan2.load_nvidia_state,
+                               lambda cfg: min(cfg.channels(r) for r in cfg.block_resolutions)),
+    "stylegan3": _Architecture(StyleGAN3Config, StyleGAN3, stylegan3.nvidia_state_dict,
+                               stylegan3.load_nvidia_state,
+                               lambda cfg: min(spec.out_channels for spec in layer_plan(cfg)[1])),
+}
 
 
 # -- the safetensors format ---------------------------------------------------------------------
@@ -178,7 +199,7 @@ class ConvertResult:
     folder: Path                 # the output folder; load it as converted:FOLDER
     weights: Path                # folder / model.safetensors
     config: Path                 # folder / config.json
-    family: str                  # "stylegan2" or "rosinality"
+    family: str                  # "stylegan2", "rosinality" or "stylegan3"
     resolution: int
     num_ws: int
     tensors: int                 # how many tensors the weights file holds
@@ -194,8 +215,9 @@ def _sha256(path: Path, kind: str) -> str:
 
 
 def convert_generator(source: str, folder: str | Path, *, overwrite: bool = False) -> ConvertResult:
-    """Write the generator ``source`` (``stylegan2:IN.pkl`` or ``rosinality:IN.pt``) to
-    ``folder`` as ``model.safetensors`` + ``config.json``; see the module docstring.
+    """Write the generator ``source`` (``stylegan2:IN.pkl``, ``rosinality:IN.pt`` or
+    ``stylegan3:IN.pkl``) to ``folder`` as ``model.safetensors`` + ``config.json``; see the
+    module docstring.
 
     A folder that already holds a converted generator is refused unless ``overwrite``.
     """
@@ -208,8 +230,9 @@ def convert_generator(source: str, folder: str | Path, *, overwrite: bool = Fals
         raise FacelatentError(f"{out} already holds a converted generator; choose another folder "
                               "or overwrite it (--overwrite)")
     G = get_generator(source, device="cpu")
-    assert isinstance(G, StyleGAN2)
-    tensors = nvidia_state_dict(G)
+    assert isinstance(G, StyleGAN2 | StyleGAN3)
+    architecture = "stylegan3" if isinstance(G, StyleGAN3) else "stylegan2"
+    tensors = _ARCHITECTURES[architecture].state_dict(G)
     weights = write_safetensors(out / WEIGHTS_FILE, tensors, {"format": "pt"})
     from facelatent import __version__
 
@@ -217,7 +240,7 @@ def convert_generator(source: str, folder: str | Path, *, overwrite: bool = Fals
     # in between leaves nothing that loads half-written.
     config = write_json(out / CONFIG_FILE, {
         "family": family,
-        "architecture": "stylegan2",
+        "architecture": architecture,
         "config": dataclasses.asdict(G.cfg),
         "resolution": G.resolution,
         "num_ws": G.num_ws,
@@ -231,31 +254,32 @@ def convert_generator(source: str, folder: str | Path, *, overwrite: bool = Fals
                          source_sha256=sha)
 
 
-def _config(raw: object, where: Path) -> StyleGAN2Config:
-    names = {f.name for f in dataclasses.fields(StyleGAN2Config)}
+def _config(raw: object, where: Path, arch: _Architecture) -> StyleGAN2Config | StyleGAN3Config:
+    names = {f.name for f in dataclasses.fields(arch.config)}
     if not isinstance(raw, dict) or set(raw) != names:
         got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise FileFormatError(f"{where}: 'config' must have exactly the fields {sorted(names)}, "
                               f"got {got}")
     values = dict(raw)
     for name, limit in _SIZE_LIMITS.items():
-        value = values[name]
+        value = values.get(name)
         if value is not None and not (type(value) is int and 0 <= value <= limit):
             raise FileFormatError(f"{where}: config {name} is {value!r}; expected an integer "
                                   f"from 0 to {limit}")
-    if isinstance(values["resample_filter"], list):
+    if isinstance(values.get("resample_filter"), list):
         values["resample_filter"] = tuple(values["resample_filter"])
     try:
-        cfg = StyleGAN2Config(**values)
-        if min(cfg.channels(r) for r in cfg.block_resolutions) < 1:
+        cfg = arch.config(**values)
+        if arch.min_channels(cfg) < 1:
             raise ValueError("a block would have no channels")
     except (TypeError, ValueError, ArithmeticError) as exc:
-        raise FileFormatError(f"{where}: 'config' is not a StyleGAN2 configuration ({exc})") \
+        kind = "StyleGAN3" if arch.config is StyleGAN3Config else "StyleGAN2"
+        raise FileFormatError(f"{where}: 'config' is not a {kind} configuration ({exc})") \
             from None
     return cfg
 
 
-def load_converted(folder: str | Path) -> StyleGAN2:
+def load_converted(folder: str | Path) -> StyleGAN2 | StyleGAN3:
     """The generator in ``folder`` (written by `convert_generator`), float32 on the CPU, named
     ``converted:FOLDER``."""
     folder = Path(folder)
@@ -264,10 +288,12 @@ def load_converted(folder: str | Path) -> StyleGAN2:
                                 "`facelatent convert`)")
     meta = read_json(folder / CONFIG_FILE, format=FORMAT, max_version=FORMAT_VERSION,
                      kind="a converted generator's config")
-    if meta.get("architecture") != "stylegan2":
+    arch = _ARCHITECTURES.get(str(meta.get("architecture")))
+    if arch is None:
         raise FileFormatError(f"{folder / CONFIG_FILE}: architecture "
-                              f"{meta.get('architecture')!r} is not supported (expected 'stylegan2')")
-    cfg = _config(meta.get("config"), folder / CONFIG_FILE)
+                              f"{meta.get('architecture')!r} is not supported (expected one of "
+                              f"{', '.join(map(repr, _ARCHITECTURES))})")
+    cfg = _config(meta.get("config"), folder / CONFIG_FILE, arch)
     weights = folder / WEIGHTS_FILE
     recorded = meta.get("weights")
     expected = recorded.get("sha256") if isinstance(recorded, dict) else None
@@ -276,11 +302,11 @@ def load_converted(folder: str | Path) -> StyleGAN2:
                               "damaged or was replaced; convert the checkpoint again")
     tensors, _ = read_safetensors(weights)
     with torch.device("meta"):     # shapes only: the config must fit the tensors before we build
-        skeleton = nvidia_state_dict(StyleGAN2(cfg))
+        skeleton = arch.state_dict(arch.model(cfg))
     if {k: v.shape for k, v in skeleton.items()} != {k: v.shape for k, v in tensors.items()}:
         raise FileFormatError(f"{weights}: its tensors do not fit the configuration in "
                               f"{CONFIG_FILE}; convert the checkpoint again")
-    model = StyleGAN2(cfg, name=f"converted:{folder}")
-    load_nvidia_state(model, tensors, str(weights))
+    model = arch.model(cfg, name=f"converted:{folder}")
+    arch.load_state(model, tensors, str(weights))
     model.w_avg_source = str(meta.get("w_avg", "stored in the checkpoint"))
     return model.eval().requires_grad_(False)
