@@ -3,8 +3,9 @@
 Parity: tests/fixtures/interfacegan_models holds two small random-weight PGGANs built and saved
 by InterFaceGAN's own code, with the images its wrapper (``preprocess`` then ``synthesize``)
 made from them (see the README there). Ours must reproduce every image within 1e-4 of its
-largest magnitude. Safety: a ``.pth`` that asks to run anything is refused by torch's
-weights-only reader, and the command it carries never runs. End to end: a boundary of the
+largest magnitude. Safety (for both InterFaceGAN families, pggan: and stylegan1:): a ``.pth``
+that asks to run anything is refused by torch's weights-only reader, and the command it
+carries never runs. End to end: a boundary of the
 fixture's dimension edits faces through ``facelatent edit --model pggan:FIXTURE``.
 """
 
@@ -23,6 +24,7 @@ from facelatent.errors import FileFormatError
 from facelatent.generators import Generator, get_generator
 from facelatent.generators.base import z_from_seeds
 from facelatent.generators.pggan import PGGAN, load_pggan
+from facelatent.generators.stylegan1 import load_stylegan1
 
 FIXTURES = Path(__file__).parent / "fixtures" / "interfacegan_models"
 NETS = ("pggan_res32", "pggan_res64_fused")
@@ -125,7 +127,11 @@ def test_a_stylegan_file_named_as_pggan_points_to_stylegan1() -> None:
         load_pggan(FIXTURES / "stylegan_res32.pth")
 
 
-# -- safety -----------------------------------------------------------------------------------
+# -- safety, for both InterFaceGAN families ------------------------------------------------------
+LOADERS = {"pggan": (load_pggan, "pggan_res32.pth"), "stylegan1": (load_stylegan1,
+                                                                    "stylegan_res32.pth")}
+
+
 class _RunsACommand:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -134,36 +140,47 @@ class _RunsACommand:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("family", LOADERS)
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path, family: str, capsys) -> None:
+    load, fixture = LOADERS[family]
     marker = tmp_path / "it-ran"
-    state: dict[str, object] = dict(torch.load(FIXTURES / "pggan_res32.pth", weights_only=True))
+    state: dict[str, object] = dict(torch.load(FIXTURES / fixture, weights_only=True))
     state["payload"] = _RunsACommand(marker)
     path = tmp_path / "evil.pth"
     torch.save(state, path)
     with pytest.raises(FileFormatError, match="nothing from the file was executed"):
-        load_pggan(path)
-    assert main(["generate", "--model", f"pggan:{path}", "--seeds", "0",
+        load(path)
+    assert main(["generate", "--model", f"{family}:{path}", "--seeds", "0",
                  "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refusing evil.pth" in err[0] and "system" in err[0]
-    assert "weights_only" not in err[0]
+    assert "weights_only" not in err[0]     # torch's "set it to False" advice is not passed on
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04broken zip"])
-def test_damaged_files_are_one_clear_error(tmp_path: Path, content: bytes) -> None:
+@pytest.mark.parametrize("family", LOADERS)
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04broken zip", "cut"])
+def test_damaged_files_are_one_clear_error(tmp_path: Path, family: str,
+                                           content: bytes | str) -> None:
+    load, fixture = LOADERS[family]
+    if content == "cut":    # a truncated download
+        data = (FIXTURES / fixture).read_bytes()
+        content = data[: len(data) // 2]
     path = tmp_path / "bad.pth"
-    path.write_bytes(content)
+    path.write_bytes(content)   # type: ignore[arg-type]
     with pytest.raises(FileFormatError, match="bad.pth"):
-        load_pggan(path)
+        load(path)
 
 
-def test_a_truncated_checkpoint_is_refused(tmp_path: Path) -> None:
-    data = (FIXTURES / "pggan_res32.pth").read_bytes()
-    path = tmp_path / "cut.pth"
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(FileFormatError, match="cut.pth"):
-        load_pggan(path)
+@pytest.mark.parametrize("family", LOADERS)
+def test_a_file_of_something_else_is_refused(tmp_path: Path, family: str) -> None:
+    load, _ = LOADERS[family]
+    torch.save([torch.zeros(3)], tmp_path / "list.pth")
+    with pytest.raises(FileFormatError, match="holds a list; expected an InterFaceGAN"):
+        load(tmp_path / "list.pth")
+    torch.save({"g_ema": {"x": torch.zeros(1)}}, tmp_path / "nested.pth")
+    with pytest.raises(FileFormatError, match=r"\['g_ema'\] are not tensors.*rosinality:PATH"):
+        load(tmp_path / "nested.pth")
 
 
 # -- end to end -------------------------------------------------------------------------------

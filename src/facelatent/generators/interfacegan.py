@@ -82,7 +82,9 @@ def read_state_dict(path: str | Path, kind: str) -> dict[str, torch.Tensor]:
                               "dict of tensors")
     bad = [str(k) for k, v in data.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise FileFormatError(f"{path}: entries {bad[:3]} are not tensors; expected {kind}")
+        hint = "; a rosinality StyleGAN2 checkpoint loads as rosinality:PATH" \
+            if "g_ema" in bad else ""
+        raise FileFormatError(f"{path}: entries {bad[:3]} are not tensors; expected {kind}{hint}")
     return {str(k): v for k, v in data.items()}
 
 
