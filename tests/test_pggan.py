@@ -81,6 +81,36 @@ def test_architecture_comes_from_the_tensors() -> None:
     assert G.name == f"pggan:{FIXTURES / 'pggan_res64_fused.pth'}"
 
 
+OFFICIAL_TABLE = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+
+
+@pytest.mark.parametrize(("resolution", "fused"), [(1024, False), (256, True)])
+def test_architecture_of_the_official_tables(tmp_path: Path, resolution: int,
+                                             fused: bool) -> None:
+    """InterFaceGAN's PGGANGeneratorModel(resolution, fused_scale)'s tensor names and shapes
+    (zero-memory tensors) give its architecture."""
+    def shaped(*shape: int) -> torch.Tensor:
+        return torch.zeros(()).expand(*shape)
+
+    state = {"lod": torch.zeros(()), "layer0.conv.weight": shaped(512, 512, 4, 4)}
+    resolutions = [2**i for i in range(2, int(np.log2(resolution)) + 1)]
+    for b, res in enumerate(resolutions):
+        cout, cin = OFFICIAL_TABLE[res], OFFICIAL_TABLE[max(res // 2, 4)]
+        if b > 0 and fused:
+            state[f"layer{2 * b}.weight"] = shaped(3, 3, cin, cout)
+        elif b > 0:
+            state[f"layer{2 * b}.conv.weight"] = shaped(cout, cin, 3, 3)
+        state[f"layer{2 * b + 1}.conv.weight"] = shaped(cout, cout, 3, 3)
+        state[f"output{b}.conv.weight"] = shaped(3, cout, 1, 1)
+        for layer in (f"layer{2 * b}", f"layer{2 * b + 1}", f"output{b}"):
+            state[f"{layer}.wscale.bias"] = torch.zeros(3 if layer[0] == "o" else cout)
+    torch.save(state, tmp_path / "official.pth")
+    G = load_pggan(tmp_path / "official.pth")
+    assert (G.z_dim, G.w_dim, G.num_ws, G.resolution) == (512, 512, 1, resolution)
+    assert G.cfg.layout.widths == tuple(OFFICIAL_TABLE[r] for r in resolutions)
+    assert G.cfg.layout.fused == (fused,) * (len(resolutions) - 1)
+
+
 def test_w_is_z_on_its_sphere_and_truncation_leaves_the_image() -> None:
     G = load_pggan(FIXTURES / "pggan_res32.pth")
     z = z_from_seeds([3, 4], G.z_dim) * torch.tensor([[0.5], [3.0]])

@@ -101,6 +101,54 @@ def test_architecture_comes_from_the_tensors() -> None:
     assert G.name == f"stylegan1:{FIXTURES / 'stylegan_res64_fused.pth'}"
 
 
+OFFICIAL_TABLE = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+
+
+def _official_shapes(resolution: int) -> dict[str, torch.Tensor]:
+    """Every tensor name and shape of InterFaceGAN's StyleGANGeneratorModel(resolution) with
+    fused_scale='auto' (the transposed conv from 128x128 up), as zero-memory tensors."""
+    out = {"truncation.w_avg": torch.zeros(512), "synthesis.lod": torch.zeros(())}
+    for i in range(8):
+        out[f"mapping.dense{i}.linear.weight"] = torch.zeros(()).expand(512, 512)
+        out[f"mapping.dense{i}.wscale.bias"] = torch.zeros(512)
+    out["synthesis.layer0.first_layer"] = torch.zeros(()).expand(1, 512, 4, 4)
+    resolutions = [2**i for i in range(2, int(np.log2(resolution)) + 1)]
+    for b, res in enumerate(resolutions):
+        cout, cin = OFFICIAL_TABLE[res], OFFICIAL_TABLE[max(res // 2, 4)]
+        for i in (2 * b, 2 * b + 1):
+            layer = f"synthesis.layer{i}"
+            if i == 2 * b and b > 0:
+                if res >= 128:
+                    out[f"{layer}.weight"] = torch.zeros(()).expand(3, 3, cin, cout)
+                else:
+                    out[f"{layer}.conv.weight"] = torch.zeros(()).expand(cout, cin, 3, 3)
+                out[f"{layer}.blur.kernel"] = (torch.tensor([1.0, 2, 1]).outer(
+                    torch.tensor([1.0, 2, 1])) / 16).expand(cout, 1, 3, 3)
+            elif i == 2 * b + 1:
+                out[f"{layer}.conv.weight"] = torch.zeros(()).expand(cout, cout, 3, 3)
+            epilogue = f"{layer}.epilogue"
+            out[f"{epilogue}.apply_noise.noise"] = torch.zeros(()).expand(1, 1, res, res)
+            out[f"{epilogue}.apply_noise.weight"] = torch.zeros(cout)
+            out[f"{epilogue}.bias"] = torch.zeros(cout)
+            out[f"{epilogue}.style_mod.dense.linear.weight"] = torch.zeros(()).expand(2 * cout,
+                                                                                      512)
+            out[f"{epilogue}.style_mod.dense.wscale.bias"] = torch.zeros(2 * cout)
+        out[f"synthesis.output{b}.conv.weight"] = torch.zeros(()).expand(3, cout, 1, 1)
+        out[f"synthesis.output{b}.bias"] = torch.zeros(3)
+    return out
+
+
+@pytest.mark.parametrize("resolution", [1024, 256])
+def test_architecture_of_the_official_tables(tmp_path: Path, resolution: int) -> None:
+    torch.save(_official_shapes(resolution), tmp_path / "official.pth")
+    G = load_stylegan1(tmp_path / "official.pth")
+    log2 = int(np.log2(resolution))
+    assert (G.z_dim, G.w_dim, G.resolution, G.num_ws) == (512, 512, resolution, 2 * log2 - 2)
+    assert G.cfg.mapping_widths == (512,) * 9
+    assert G.cfg.layout.widths == tuple(OFFICIAL_TABLE[2**i] for i in range(2, log2 + 1))
+    assert G.cfg.layout.fused == tuple(2**i >= 128 for i in range(3, log2 + 1))
+
+
 def test_truncation_of_the_contract_and_of_interfacegan() -> None:
     G = load_stylegan1(FIXTURES / "stylegan_res64_fused.pth")
     z = z_from_seeds([3, 4], G.z_dim)
