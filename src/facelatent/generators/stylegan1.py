@@ -214,9 +214,8 @@ class StyleGAN1(nn.Module):
         toward `w_avg` by `truncation_psi` and the rest equal to w: InterFaceGAN's truncation
         (psi 0.7, 8 rows by default)."""
         ws = check_ws(w, self.w_dim, self.num_ws).to(self.device, torch.float32)
-        rows = torch.ones(self.num_ws, 1, device=self.device)
-        rows[: max(0, int(self.truncation_layers))] = float(truncation_psi)
-        return self.w_avg + (ws - self.w_avg) * rows
+        cut = max(0, int(self.truncation_layers))
+        return torch.cat([truncate(ws[:, :cut], self.w_avg, truncation_psi), ws[:, cut:]], dim=1)
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         """ws `[N, w_dim]` or `[N, num_ws, w_dim]` -> images `[N, 3, res, res]`, nominally
