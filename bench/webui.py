@@ -199,6 +199,7 @@ def page_latency(service: EditorService, repeats: int, chromium: str) -> dict[st
             browser.close()
     finally:
         demo.close()
+        service.close()
     return {"synthesis, beside the page": statistics.median(bases[1:]),
             "page: preview, one slider": statistics.median(previews),
             "page: full size, one slider": statistics.median(fulls)}

@@ -195,6 +195,33 @@ def test_requests_run_one_at_a_time(service: EditorService, G, monkeypatch) -> N
     assert most[0] == 1
 
 
+def test_close_waits_for_the_render_in_progress_then_refuses(G, folder: Path) -> None:
+    from facelatent.errors import FacelatentError
+
+    service = EditorService(G, FaceAnalyzer(loaders=random_face_loaders()),
+                            dirs.attribute_directions(G, dirs.boundary_files(folder)))
+    face = service.face_from_seed(4)
+    real, done, inside = G.synthesis, [], threading.Event()
+
+    def slow(ws):
+        inside.set()
+        time.sleep(0.3)
+        return real(ws)
+
+    G.synthesis = slow
+    try:
+        worker = threading.Thread(target=lambda: done.append(service.render(face, Edit())))
+        worker.start()
+        assert inside.wait(30)              # the render holds the lock now
+        service.close()
+        assert done, "close returned while a render was still running"
+    finally:
+        G.synthesis = real
+        worker.join()
+    with pytest.raises(FacelatentError, match="shutting down"):
+        service.render(face, Edit())
+
+
 # -- uploads --------------------------------------------------------------------------------------
 def png_bytes(size: tuple[int, int], mode: str = "RGB") -> bytes:
     buf = io.BytesIO()

@@ -66,6 +66,7 @@ def serving(service) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+        service.close()          # no render may still run when the interpreter exits
 
 
 @pytest.fixture(scope="module")

@@ -288,7 +288,7 @@ def launch(service: EditorService, host: str = "127.0.0.1", port: int | None = N
            share: bool = False, block: bool = True) -> gr.Blocks:
     """Serve the page on ``host``:``port`` (None: Gradio picks from 7860 up), without a share
     link unless ``share``, and print its address. ``block`` False returns at once with the
-    server running (tests; `gr.Blocks.close` stops it)."""
+    server running (tests: stop it with `gr.Blocks.close`, then `EditorService.close`)."""
     single_malloc_arena()          # before the server's worker threads exist
     demo = build_app(service)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)
@@ -300,5 +300,6 @@ def launch(service: EditorService, host: str = "127.0.0.1", port: int | None = N
     if block:
         print(f"facelatent serve: the editor is at {local_url}"
               + (f" and {share_url}" if share_url else ""), flush=True)
-        demo.block_thread()
+        demo.block_thread()            # until Ctrl-C
+        service.close()                # let a render in progress finish before exit
     return demo

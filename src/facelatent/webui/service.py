@@ -19,6 +19,7 @@ against the unedited face by both recognisers with the LFW-calibrated same-perso
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from PIL import Image
 from torch import Tensor
 
 from facelatent.editing.apply import edit_latents, synthesize
+from facelatent.errors import FacelatentError
 from facelatent.faces.analysis import FaceAnalyzer
 from facelatent.faces.calibration import SAME_PERSON_THRESHOLD
 from facelatent.generators.base import Generator
@@ -110,7 +112,24 @@ class EditorService:
             weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)
         self.workdir = Path(workdir)
         self.lock = threading.Lock()
+        self._closed = False
         self._exports: deque[Path] = deque()
+
+    @contextlib.contextmanager
+    def _computing(self) -> Iterator[None]:
+        """Hold the lock for a computation; refused once `close` has run. Every tensor
+        operation of the service runs inside one (see `close` for why)."""
+        with self.lock:
+            if self._closed:
+                raise FacelatentError("the editor is shutting down")
+            yield
+
+    def close(self) -> None:
+        """Wait for the computation in progress, then refuse new ones. Call it before the
+        process exits: a torch operation still running in a server thread at exit aborts the
+        interpreter ("terminate called without an active exception")."""
+        with self.lock:
+            self._closed = True
 
     # -- faces in ------------------------------------------------------------------------------
     def random_seed(self) -> int:
@@ -129,10 +148,11 @@ class EditorService:
         value = int(number)
         if not 0 <= value < SEED_LIMIT:
             raise ValueError(f"seed must lie in [0, 2**32), got {value}")
-        with self.lock:
+        with self._computing():
             _, w = latents_for_seeds(self.generator, [value], self.truncation_psi,
                                      self.truncation_space)
-        return self._with_reference(Face(f"seed{value:04d}", w.float(), "seed", seed=value))
+            w = w.float()
+        return self._with_reference(Face(f"seed{value:04d}", w, "seed", seed=value))
 
     def face_from_latents(self, data: bytes, name: str) -> Face:
         """The first face of an uploaded latents file (`uploads.read_latents_upload`)."""
@@ -157,14 +177,15 @@ class EditorService:
         from facelatent.inversion import align_photo
 
         label = clean_name(name, "photo")
-        image = read_photo_upload(data, label, self.limits)
-        with self.lock:
+        with self._computing():
+            image = read_photo_upload(data, label, self.limits)
             faces = align_photo(self.analyzer, image)
-        if not faces:
-            raise ValueError(f"no face found in {label}; upload a photo where a face is at "
-                             "least about 1/30 of the photo's width")
-        face = max(faces, key=lambda f: _quad_area(f.transform))
-        return Aligned(label, face.crop[None], face.index, len(faces))
+            if not faces:
+                raise ValueError(f"no face found in {label}; upload a photo where a face is "
+                                 "at least about 1/30 of the photo's width")
+            face = max(faces, key=lambda f: _quad_area(f.transform))
+            preview = to_uint8(face.crop[None])[0]
+        return Aligned(label, face.crop[None], face.index, len(faces), preview)
 
     def invert(self, aligned: Aligned, progress: Progress | None = None) -> Face:
         """An aligned face inverted into W+ (`Inverter`, ``invert_steps`` steps; from the
@@ -179,14 +200,14 @@ class EditorService:
             if progress is not None:
                 progress(step / total, f"inverting {aligned.label}: step {step} of {total}")
 
-        with self.lock:
+        with self._computing():
             inverter.fit(self.generator, aligned.crop, self.analyzer, progress=report)
+            latent = inverter.latents_.float().cpu()
         msssim = float(inverter.metrics_["msssim"][0])
         note = (f"{aligned.label}: face {aligned.index + 1} of {aligned.count}, inverted in W+ "
                 f"({self.invert_steps} steps; MS-SSIM {msssim:.3f})")
         involved = {"sface"} | ({self.mapper.config.id_model} if encoder else set())
-        out = Face(f"{aligned.label}_face{aligned.index}", inverter.latents_.float().cpu(),
-                   "photo", aligned=aligned.preview, note=note, involved=tuple(sorted(involved)))
+        out = Face(f"{aligned.label}_face{aligned.index}", latent, "photo", aligned=aligned.preview, note=note, involved=tuple(sorted(involved)))
         return self._with_reference(out)
 
     def face_from_photo(self, data: bytes, name: str, progress: Progress | None = None) -> Face:
@@ -235,19 +256,21 @@ class EditorService:
 
     def render(self, face: Face, edit: Edit) -> Render:
         """The edited face at full size and as a preview (`Render`)."""
-        with self.lock:
+        with self._computing():
             latent = self.edited_latent(face, edit)
             full = next(synthesize(self.generator, latent, "w", batch=1))
-        return Render(latent, full, to_uint8(resize(full, self.preview_size))[0])
+            preview = to_uint8(resize(full, self.preview_size))[0]
+        return Render(latent, full, preview)
 
     def analyse(self, render: Render) -> Analysis:
         """Attribute scores (:data:`PANEL_ATTRIBUTES`) and both identity embeddings."""
-        with self.lock, torch.no_grad():
+        with self._computing(), torch.no_grad():
             geometry = self.analyzer.locate(render.full, generated=True)
             scores = self.analyzer.score(render.full, list(PANEL_ATTRIBUTES), geometry=geometry)
-            embeddings = {m: self.analyzer.embed(render.full, m, geometry=geometry)[0].cpu()
-                          for m in RECOGNISERS}
-        return Analysis({k: float(v[0]) for k, v in scores.items()}, embeddings)
+            embeddings = {m: self.analyzer.embed(render.full, m, geometry=geometry)[0]
+                          .cpu().double().numpy() for m in RECOGNISERS}
+            values = {k: float(v[0]) for k, v in scores.items()}
+        return Analysis(values, embeddings)
 
     def report(self, face: Face, now: Analysis) -> dict[str, Any]:
         """The live panel: per attribute the unedited and current score, and per recogniser
@@ -259,7 +282,7 @@ class EditorService:
                 for k, label in PANEL_ATTRIBUTES.items()]
         identity = []
         for model in RECOGNISERS:
-            cos = float(torch.dot(ref.embeddings[model], now.embeddings[model]))
+            cos = float(np.dot(ref.embeddings[model], now.embeddings[model]))
             threshold = SAME_PERSON_THRESHOLD[model]
             identity.append({"model": model, "cosine": cos, "threshold": threshold,
                              "same_person": bool(cos > threshold),
@@ -281,9 +304,11 @@ class EditorService:
             shutil.rmtree(self._exports.popleft(), ignore_errors=True)
         stem = f"{face.name}_edited"
         png = folder / f"{stem}.png"
+        with self._computing():
+            pixels = to_uint8(render.full)[0]
+            latent = render.latent.numpy().astype(np.float32)
         # zlib level 1: a quarter of the default level's time for a 1024 px face, 13 % larger
-        Image.fromarray(to_uint8(render.full)[0]).save(png, format="PNG", compress_level=1)
-        latent = render.latent.numpy().astype(np.float32)
+        Image.fromarray(pixels).save(png, format="PNG", compress_level=1)
         settings = {"editor": "facelatent serve", "face": face.name, "origin": face.origin,
                     "strengths": dict(edit.strengths), "keep_fixed": list(edit.keep_fixed),
                     "layers": edit.layers, "generator": getattr(self.generator, "name", ""),
@@ -330,7 +355,7 @@ class EditorService:
             raise ValueError("no mapping loaded; start the editor with --mapping CHECKPOINT "
                              "(from `facelatent mapping train`)")
         faces = [self.render(f, Edit()).full for f in (identity, attributes)]
-        with self.lock:
+        with self._computing():
             w = self.mapper.swap(faces[0], faces[1]).float().cpu()
         name = f"{identity.name}-id_{attributes.name}-attr"
         return self._with_reference(Face(name[:80], w, "swap",
@@ -356,16 +381,17 @@ class EditorService:
                                                                               int(reference)))
         x = torch.from_numpy(np.concatenate([ids.latents[row:row + 1], latents]))
         judge = "dlib" if ids.model == "sface" else "sface"
-        with self.lock:
+        with self._computing():
             images = torch.cat(list(synthesize(self.generator, x, ids.space, self.truncation_psi,
                                                self.truncation_space, batch=4)))
-            emb = self.analyzer.embed(images, judge, generated=True).cpu()
+            emb = self.analyzer.embed(images, judge, generated=True).cpu().double().numpy()
+            previews = to_uint8(resize(images, self.preview_size))
         cos = (emb @ emb[0]).tolist()
         verdict = ["same" if c > SAME_PERSON_THRESHOLD[judge] else "other" for c in cos]
         captions = [f"reference seed {int(reference)}"] + [
             f"offset {o:.2f}: {judge} {c:.3f} ({v})"
             for o, c, v in zip(offsets, cos[1:], verdict[1:])]
-        return to_uint8(resize(images, self.preview_size)), captions
+        return previews, captions
 
 
 def _quad_area(transform: Mapping[str, Any]) -> float:

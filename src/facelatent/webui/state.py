@@ -12,17 +12,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor
 
-from facelatent.images import to_uint8
-
 __all__ = ["Aligned", "Analysis", "Edit", "Face", "Render"]
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """Scores of one face: ``scores`` {attribute: value}, ``embeddings`` {recogniser: [128]}."""
+    """Scores of one face: ``scores`` {attribute: value}, ``embeddings`` {recogniser: unit
+    float64 ``[128]``}."""
 
     scores: dict[str, float]
-    embeddings: dict[str, Tensor]
+    embeddings: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -47,16 +46,14 @@ class Face:
 @dataclass(frozen=True)
 class Aligned:
     """A face found in an uploaded photo: ``crop`` ``[1, 3, S, S]`` FFHQ-aligned in [-1, 1],
-    face ``index`` of ``count`` (left to right), ``label`` the upload's cleaned name."""
+    face ``index`` of ``count`` (left to right), ``label`` the upload's cleaned name,
+    ``preview`` the crop as ``[S, S, 3]`` uint8."""
 
     label: str
     crop: Tensor
     index: int
     count: int
-
-    @property
-    def preview(self) -> np.ndarray:
-        return to_uint8(self.crop)[0]
+    preview: np.ndarray
 
 
 @dataclass(frozen=True)
