@@ -31,7 +31,12 @@ from facelatent.generators.stylegan3 import (
     layer_plan,
     load_stylegan3_pickle,
 )
-from facelatent.generators.stylegan3_ops import filtered_lrelu, fir_resample
+from facelatent.generators.stylegan3_ops import (
+    filtered_lrelu,
+    fir_downsample,
+    fir_upsample,
+)
+from facelatent.generators.stylegan_ops import upfirdn2d
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stylegan3"
 NETS = ("sg3t_res32", "sg3r_res64")
@@ -164,16 +169,33 @@ def test_input_checks() -> None:
         G.synthesis(torch.zeros(2, 15, 32))
 
 
-def test_separable_and_full_filters_agree() -> None:
+@pytest.mark.parametrize("up, padding", [(2, (9, 8, 9, 8)), (4, (-6, -9, -6, -9)),
+                                         (2, (-5, -6, 3, 15)), (1, (6, 5, 6, 5))])
+@pytest.mark.parametrize("radial", [False, True])
+def test_polyphase_resampling_equals_upfirdn2d(up: int, padding: tuple, radial: bool) -> None:
+    """The polyphase ops compute what zero insertion + padding + convolution + subsampling
+    (the reference `upfirdn2d`) computes, for separable and 2-D filters."""
+    gen = torch.Generator().manual_seed(up)
+    x = torch.randn(2, 3, 24, 24, generator=gen)
+    taps = torch.rand(12, generator=gen)
+    f = torch.outer(taps, taps) + 0.1 * torch.rand(12, 12, generator=gen) if radial else taps
+    full = f if radial else torch.outer(taps, taps)
+    ours = fir_upsample(x, f, up, padding, gain=up * up)
+    theirs = upfirdn2d(x, full, up=up, padding=padding, gain=up * up)
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5 * float(theirs.abs().max()))
+    for down in (1, 2):
+        reference = upfirdn2d(theirs, full, down=down)
+        torch.testing.assert_close(fir_downsample(theirs, f, down), reference, rtol=0,
+                                   atol=1e-5 * float(reference.abs().max()))
+
+
+def test_filtered_lrelu_clamps_and_the_last_layer_is_linear() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 9, 9, generator=gen)
     taps = torch.tensor([0.1, 0.4, 0.4, 0.1])
-    full = torch.outer(taps, taps)
-    pad = (3, 2, 3, 2)
-    torch.testing.assert_close(fir_resample(x, taps, up=2, padding=pad, gain=4.0),
-                               fir_resample(x, full, up=2, padding=pad, gain=4.0))
-    out = filtered_lrelu(x, torch.zeros(3), taps, full, up=2, down=2, padding=pad,
-                         gain=2**0.5, slope=0.2, clamp=0.5)
+    out = filtered_lrelu(x, torch.zeros(3), taps, torch.outer(taps, taps), up=2, down=2,
+                         padding=(3, 2, 3, 2), gain=2**0.5, slope=0.2, clamp=0.5)
     assert out.shape == (2, 3, 9, 9) and float(out.abs().max()) <= 0.5 + 1e-6
     ident = filtered_lrelu(x, torch.ones(3), None, None, up=1, down=1, padding=(0, 0, 0, 0),
                            gain=1.0, slope=1.0, clamp=None)
