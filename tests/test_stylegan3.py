@@ -285,3 +285,28 @@ def test_convert_writes_a_stylegan3_that_computes_the_same(tmp_path: Path, capsy
     (out / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(FileFormatError, match="config num_layers is 10000"):
         load_converted(out)
+
+
+def test_sample_fit_and_edit_on_a_stylegan3_pickle(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`sample` -> `boundary fit` -> `edit` with --model stylegan3:PATH (random face models,
+    as in test_stylegan2_pipeline.py: the scores are arbitrary, the plumbing is checked)."""
+    from facelatent.faces import analysis
+    from facelatent.faces.analysis import random_face_loaders
+
+    loaders = random_face_loaders()
+    monkeypatch.setattr(analysis, "_default_loaders", lambda: dict(loaders))
+    model = f"stylegan3:{FIXTURES / 'sg3r_res64.pkl'}"
+    store, boundary, out = tmp_path / "store", tmp_path / "smile.npz", tmp_path / "edits"
+    assert main(["sample", "--model", model, "--n", "16", "--store", str(store), "--batch", "8",
+                 "--psi", "0.8", "--attributes", "smile", "--identity", "none", "--device",
+                 "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 16
+    assert main(["boundary", "fit", "--store", str(store), "--attribute", "smile", "--ratio",
+                 "0.25", "--bootstrap", "0", "--out", str(boundary), "--json"]) == 0
+    assert main(["edit", "--model", model, "--seeds", "0-1", "--boundary", str(boundary),
+                 "--store", str(store), "--steps", "3", "--size", "64", "--device", "cpu",
+                 "--layers", "0-5", "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "edit.json").read_text())
+    assert (report["generator"], report["layers"]) == (model, [0, 1, 2, 3, 4, 5])
+    assert (out / "seed0000.png").exists() and (out / "seed0001.png").exists()
