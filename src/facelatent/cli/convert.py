@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "float32) and OUT_DIR/config.json (architecture, num_ws, source sha256, "
                     "facelatent version). Load the result with --model converted:OUT_DIR; the "
                     "original file and its format are no longer needed.")
-    p.add_argument("source", help="stylegan2:IN.pkl (NVIDIA StyleGAN2/2-ADA) or rosinality:IN.pt")
+    p.add_argument("source", help="stylegan2:IN.pkl (NVIDIA StyleGAN2/2-ADA), stylegan3:IN.pkl or rosinality:IN.pt")
     p.add_argument("out_dir", help="output folder (created)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a converted generator already in OUT_DIR")
