@@ -26,9 +26,6 @@ detail ``lod``.
 from __future__ import annotations
 
 import math
-import pickle
-import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from facelatent.errors import FileFormatError
-from facelatent.generators.rosinality import _refusal_reason
-from facelatent.io import open_checked
+from facelatent.generators.torch_checkpoint import read_torch_checkpoint
 
 __all__ = [
     "Layout",
@@ -61,22 +57,7 @@ def read_state_dict(path: str | Path, kind: str) -> dict[str, torch.Tensor]:
     refuses (nothing from the file runs), a damaged file, or one that is not a dict of tensors.
     """
     path = Path(path)
-    with open_checked(path, kind) as fh:
-        try:
-            with warnings.catch_warnings():   # torch's note on pickle protocols is not for users
-                warnings.simplefilter("ignore", UserWarning)
-                data = torch.load(fh, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            hint = "" if zipfile.is_zipfile(path) else \
-                "; it is not a torch.save archive (an NVIDIA .pkl loads as stylegan2:PATH)"
-            raise FileFormatError(f"refusing {path.name}: torch's weights-only reader stopped at "
-                                  f"something other than tensors ({_refusal_reason(str(exc))}); "
-                                  f"nothing from the file was executed{hint}") from None
-        except (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError,
-                AttributeError, OSError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise FileFormatError(f"{path} is not a readable PyTorch checkpoint ({first})") \
-                from None
+    data = read_torch_checkpoint(path, kind)
     if not isinstance(data, Mapping):
         raise FileFormatError(f"{path} holds a {type(data).__name__}; expected {kind}, a state "
                               "dict of tensors")

@@ -40,9 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import pickle
-import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +56,7 @@ from facelatent.generators.stylegan2 import (
     load_nvidia_state,
 )
 from facelatent.generators.stylegan_ops import fir_filter
-from facelatent.io import open_checked
+from facelatent.generators.torch_checkpoint import read_torch_checkpoint
 
 __all__ = ["RosinalityArchitecture", "TrainingArgs", "load_rosinality", "read_checkpoint",
            "to_nvidia_state"]
@@ -83,15 +80,6 @@ class TrainingArgs:
         self.values = {str(k): v for k, v in items if isinstance(v, _PLAIN)}
 
 
-def _refusal_reason(text: str) -> str:
-    """The reason in torch's weights-only refusal, without its preamble, which suggests
-    ``weights_only=False`` (advice a loader of untrusted files must not pass on)."""
-    reason = text.partition("trusted source.")[2] or text
-    reason = reason.partition("Check the documentation")[0].split("WeightsUnpickler error:")[-1]
-    reason = " ".join(reason.split())
-    return "unreadable" if not reason or "weights_only" in reason else reason
-
-
 def _namespace_as_training_args() -> contextlib.AbstractContextManager[object]:
     """Within the block, torch's weights-only reader builds ``argparse.Namespace`` as
     `TrainingArgs`. Torch before 2.5 has no such mapping: a snapshot's ``args`` is then refused
@@ -109,24 +97,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     code the file asks to run: nothing runs), a damaged file, or one that is not a dict.
     """
     path = Path(path)
-    with open_checked(path, "a rosinality StyleGAN2 checkpoint (.pt)") as fh:
-        try:
-            with warnings.catch_warnings():   # torch's note on pickle protocols is not for users
-                warnings.simplefilter("ignore", UserWarning)
-                with _namespace_as_training_args():
-                    data = torch.load(fh, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            reason = _refusal_reason(str(exc))
-            hint = "" if zipfile.is_zipfile(path) else \
-                "; it is not a torch.save archive (an NVIDIA .pkl loads as stylegan2:PATH)"
-            raise FileFormatError(f"refusing {path.name}: torch's weights-only reader stopped at "
-                                  f"something other than tensors ({reason}); "
-                                  f"nothing from the file was executed{hint}") from None
-        except (RuntimeError, EOFError, ValueError, TypeError, KeyError, IndexError,
-                AttributeError, OSError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise FileFormatError(f"{path} is not a readable PyTorch checkpoint ({first})") \
-                from None
+    data = read_torch_checkpoint(path, "a rosinality StyleGAN2 checkpoint (.pt)",
+                                 allowed=_namespace_as_training_args())
     if not isinstance(data, dict):
         raise FileFormatError(f"{path} holds a {type(data).__name__}; expected a dict such as "
                               "{'g_ema': state_dict, ...}")
