@@ -258,7 +258,7 @@ def test_the_loader_maps_every_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
     from facelatent.generators import stylegan2 as sg2
 
     top = load_network_pickle(FIXTURES / "sg2ada_res32.pkl")
-    monkeypatch.setattr(sg2, "load_network_pickle", lambda _path: top)
+    monkeypatch.setattr(sg2, "load_generator_record", lambda _path, _network: top["G_ema"])
     buffers = top["G_ema"].state["_modules"]["mapping"].state["_buffers"]
     buffers["extra"] = torch.zeros(3)
     with pytest.raises(FileFormatError, match="tensors this port does not use: mapping_net.extra"):

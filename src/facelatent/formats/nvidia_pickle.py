@@ -40,7 +40,7 @@ import torch
 from facelatent.errors import FileFormatError
 from facelatent.io import open_checked
 
-__all__ = ["NetworkRecord", "load_network_pickle"]
+__all__ = ["NetworkRecord", "load_generator_record", "load_network_pickle"]
 
 RECONSTRUCT = ("torch_utils.persistence", "_reconstruct_persistent_obj")
 
@@ -211,3 +211,21 @@ def load_network_pickle(path: str | Path) -> dict[str, Any]:
         raise FileFormatError(f"{path} holds a {type(data).__name__}; expected a dict of networks "
                               "such as {'G_ema': ...}")
     return data
+
+
+def load_generator_record(path: str | Path, network: str = "G_ema") -> NetworkRecord:
+    """The pickled ``Generator`` named ``network`` in the NVIDIA network pickle ``path``.
+
+    Raises `FileFormatError` naming the file where `load_network_pickle` does, where ``network``
+    is not one of its networks (the message lists those it has), or where it is not a
+    ``Generator``.
+    """
+    path = Path(path)
+    top = load_network_pickle(path)
+    record = top.get(network)
+    if not isinstance(record, NetworkRecord):
+        nets = [k for k, v in top.items() if isinstance(v, NetworkRecord)]
+        raise FileFormatError(f"{path} has no network {network!r} (it has: {', '.join(nets)})")
+    if record.class_name != "Generator":
+        raise FileFormatError(f"{path}: {network!r} is a {record.class_name!r}, not a Generator")
+    return record

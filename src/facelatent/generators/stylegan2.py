@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelatent.errors import FileFormatError
-from facelatent.formats.nvidia_pickle import NetworkRecord, load_network_pickle
+from facelatent.formats.nvidia_pickle import NetworkRecord, load_generator_record
 from facelatent.generators.base import check_ws, check_z, truncate
 from facelatent.generators.stylegan_ops import (
     ACTIVATIONS,
@@ -378,6 +379,22 @@ def nvidia_state_dict(model: StyleGAN2) -> dict[str, torch.Tensor]:
     return out
 
 
+def copy_tensors(ours: Mapping[str, torch.Tensor], theirs: dict[str, torch.Tensor], where: str,
+                 missing_hint: str = "") -> None:
+    """Copy ``theirs[key]`` as float32 into each tensor of ``ours`` (a model's ``state_dict``,
+    which shares the model's storage), taking it out of ``theirs``. A key ``theirs`` lacks
+    (``missing_hint`` is added to that message) or a tensor of another shape is a
+    `FileFormatError` naming ``where``; what is left in ``theirs`` is the caller's to check."""
+    for key, param in ours.items():
+        if key not in theirs:
+            raise FileFormatError(f"{where} has no tensor for {key!r}{missing_hint}")
+        value = theirs.pop(key)
+        if tuple(value.shape) != tuple(param.shape):
+            raise FileFormatError(f"{where}: {key} has shape {list(value.shape)}, expected "
+                                  f"{list(param.shape)} for this configuration")
+        param.copy_(value.float())
+
+
 @torch.no_grad()
 def load_nvidia_state(model: StyleGAN2, tensors: dict[str, torch.Tensor], where: str) -> None:
     """Copy NVIDIA-keyed ``tensors`` (a ``state_dict`` of their ``Generator``) into ``model``.
@@ -386,14 +403,7 @@ def load_nvidia_state(model: StyleGAN2, tensors: dict[str, torch.Tensor], where:
     against the configured taps; any tensor left over is a `FileFormatError` naming ``where``.
     """
     theirs = {_our_key(k): v for k, v in tensors.items()}
-    for key, param in model.state_dict().items():
-        if key not in theirs:
-            raise FileFormatError(f"{where} has no tensor for {key!r}")
-        value = theirs.pop(key)
-        if tuple(value.shape) != tuple(param.shape):
-            raise FileFormatError(f"{where}: {key} has shape {list(value.shape)}, expected "
-                                  f"{list(param.shape)} for this configuration")
-        param.copy_(value.float())
+    copy_tensors(model.state_dict(), theirs, where)
     expected_fir = fir_filter(model.cfg.resample_filter)
     for key in [k for k in theirs if k.endswith("resample_filter")]:
         if not torch.allclose(theirs.pop(key).float(), expected_fir, atol=1e-6):
@@ -412,13 +422,7 @@ def load_stylegan2_pickle(path: str | Path, network: str = "G_ema") -> StyleGAN2
     `load_nvidia_state`.
     """
     path = Path(path)
-    top = load_network_pickle(path)
-    record = top.get(network)
-    if not isinstance(record, NetworkRecord):
-        nets = [k for k, v in top.items() if isinstance(v, NetworkRecord)]
-        raise FileFormatError(f"{path} has no network {network!r} (it has: {', '.join(nets)})")
-    if record.class_name != "Generator":
-        raise FileFormatError(f"{path}: {network!r} is a {record.class_name!r}, not a Generator")
+    record = load_generator_record(path, network)
     model = StyleGAN2(StyleGAN2Config.from_init_kwargs(record), name=f"stylegan2:{path}")
     load_nvidia_state(model, record.tensors(), f"{path}: {network}")
     return model.eval().requires_grad_(False)

@@ -38,13 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelatent.errors import FileFormatError
-from facelatent.formats.nvidia_pickle import NetworkRecord, load_network_pickle
+from facelatent.formats.nvidia_pickle import NetworkRecord, load_generator_record
 from facelatent.generators.base import check_ws
 from facelatent.generators.stylegan2 import (
     FullyConnected,
     MappingNetwork,
     StyleGAN2,
     StyleGAN2Config,
+    copy_tensors,
 )
 from facelatent.generators.stylegan3_ops import filtered_lrelu
 
@@ -359,15 +360,9 @@ def load_nvidia_state(model: StyleGAN3, tensors: dict[str, torch.Tensor], where:
     that differs from the checkpoint's fails here); any tensor left over is a
     `FileFormatError` naming ``where``."""
     theirs = dict(tensors)
-    for key, param in nvidia_state_dict(model).items():
-        if key not in theirs:
-            raise FileFormatError(f"{where} has no tensor for {key!r} (the layer plan derived "
-                                  "from its constructor arguments does not match its layers)")
-        value = theirs.pop(key)
-        if tuple(value.shape) != tuple(param.shape):
-            raise FileFormatError(f"{where}: {key} has shape {list(value.shape)}, expected "
-                                  f"{list(param.shape)} for this configuration")
-        param.copy_(value.float())
+    copy_tensors(nvidia_state_dict(model), theirs, where,
+                 missing_hint=" (the layer plan derived from its constructor arguments does not "
+                              "match its layers)")
     if theirs:
         raise FileFormatError(f"{where} has tensors this port does not use: "
                               f"{', '.join(sorted(theirs)[:5])}")
@@ -377,13 +372,7 @@ def load_stylegan3_pickle(path: str | Path, network: str = "G_ema") -> StyleGAN3
     """Build the generator ``network`` of an NVIDIA StyleGAN3 pickle (T or R config), float32
     on the CPU, read without running any of its code (`load_network_pickle`)."""
     path = Path(path)
-    top = load_network_pickle(path)
-    record = top.get(network)
-    if not isinstance(record, NetworkRecord):
-        nets = [k for k, v in top.items() if isinstance(v, NetworkRecord)]
-        raise FileFormatError(f"{path} has no network {network!r} (it has: {', '.join(nets)})")
-    if record.class_name != "Generator":
-        raise FileFormatError(f"{path}: {network!r} is a {record.class_name!r}, not a Generator")
+    record = load_generator_record(path, network)
     synthesis = record.state.get("_modules", {}).get("synthesis")
     if not (isinstance(synthesis, NetworkRecord)
             and "input" in (synthesis.state.get("_modules") or {})):
