@@ -12,12 +12,18 @@ fixture's dimension edits faces through ``facelatent edit --model pggan:FIXTURE`
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from generator_checks import (
+    RunsACommand,
+    check_images,
+    check_z_path,
+    generate_refuses,
+    with_reference,
+)
 
 from facelatent.cli import main
 from facelatent.errors import FileFormatError
@@ -28,7 +34,6 @@ from facelatent.generators.stylegan1 import load_stylegan1
 
 FIXTURES = Path(__file__).parent / "fixtures" / "interfacegan_models"
 NETS = ("pggan_res32", "pggan_res64_fused")
-TOLERANCE = 1e-4  # of the official image's largest magnitude (issue 15)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,25 +42,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def net(request: pytest.FixtureRequest) -> tuple[PGGAN, dict[str, np.ndarray]]:
     G = get_generator(f"pggan:{FIXTURES / request.param}.pth")
     assert isinstance(G, PGGAN)
-    with np.load(FIXTURES / f"{request.param}.npz") as ref:
-        return G, dict(ref)
-
-
-def relative_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
-    return float(np.abs(ours.numpy() - theirs).max() / np.abs(theirs).max())
+    return with_reference(G, FIXTURES / f"{request.param}.npz")
 
 
 # -- parity with InterFaceGAN's code ------------------------------------------------------------
 def test_z_path_matches_the_official_code(net) -> None:
     G, ref = net
-    z = z_from_seeds(ref["seeds"].tolist(), G.z_dim)
-    np.testing.assert_array_equal(z.numpy(), ref["z"])
-    with torch.no_grad():
-        w = G.mapping(z)
-        images = G.synthesis(w)
-    np.testing.assert_allclose(w.numpy(), ref["z_pre"], rtol=0, atol=1e-5)   # their preprocess
-    assert images.shape == ref["img_z"].shape
-    assert relative_error(images, ref["img_z"]) <= TOLERANCE
+    check_z_path(G, ref, 1.0, "z_pre", "img_z")   # w is their preprocess's output
 
 
 def test_a_level_of_detail_matches_the_official_code(net, tmp_path: Path) -> None:
@@ -66,7 +59,7 @@ def test_a_level_of_detail_matches_the_official_code(net, tmp_path: Path) -> Non
     coarse = load_pggan(tmp_path / "lod1.pth")
     with torch.no_grad():
         images = coarse.synthesis(torch.from_numpy(ref["z_pre"]))
-    assert relative_error(images, ref["img_z_lod1"]) <= TOLERANCE
+    check_images(images, ref["img_z_lod1"])
 
 
 # -- the architecture and the contract ------------------------------------------------------------
@@ -162,29 +155,19 @@ LOADERS = {"pggan": (load_pggan, "pggan_res32.pth"), "stylegan1": (load_stylegan
                                                                     "stylegan_res32.pth")}
 
 
-class _RunsACommand:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("family", LOADERS)
 def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path, family: str, capsys) -> None:
     load, fixture = LOADERS[family]
     marker = tmp_path / "it-ran"
     state: dict[str, object] = dict(torch.load(FIXTURES / fixture, weights_only=True))
-    state["payload"] = _RunsACommand(marker)
+    state["payload"] = RunsACommand(marker)
     path = tmp_path / "evil.pth"
     torch.save(state, path)
     with pytest.raises(FileFormatError, match="nothing from the file was executed"):
         load(path)
-    assert main(["generate", "--model", f"{family}:{path}", "--seeds", "0",
-                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "refusing evil.pth" in err[0] and "system" in err[0]
-    assert "weights_only" not in err[0]     # torch's "set it to False" advice is not passed on
+    err = generate_refuses(f"{family}:{path}", tmp_path / "out", capsys)
+    assert "refusing evil.pth" in err and "system" in err
+    assert "weights_only" not in err     # torch's "set it to False" advice is not passed on
     assert not marker.exists()
 
 

@@ -12,12 +12,18 @@ the command it carries never runs.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from generator_checks import (
+    RunsACommand,
+    check_synthesis,
+    check_z_path,
+    generate_refuses,
+    with_reference,
+)
 
 from facelatent.cli import main
 from facelatent.errors import FileFormatError
@@ -32,7 +38,6 @@ from facelatent.generators.rosinality import (
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rosinality"
 NETS = ("ros_res32", "ros_res64")
-TOLERANCE = 1e-4  # of the official image's largest magnitude (issue 15)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,12 +46,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def net(request: pytest.FixtureRequest) -> tuple[StyleGAN2, dict[str, np.ndarray]]:
     G = get_generator(f"rosinality:{FIXTURES / request.param}.pt")
     assert isinstance(G, StyleGAN2)
-    with np.load(FIXTURES / f"{request.param}.npz") as ref:
-        return G, dict(ref)
-
-
-def relative_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
-    return float(np.abs(ours.numpy() - theirs).max() / np.abs(theirs).max())
+    return with_reference(G, FIXTURES / f"{request.param}.npz")
 
 
 # -- parity with rosinality's code --------------------------------------------------------------
@@ -55,22 +55,13 @@ def test_z_path_matches_the_official_code(net, psi: float) -> None:
     G, ref = net
     tag = "psi1" if psi == 1.0 else "psi07"
     G.mapping_net.w_avg.copy_(torch.from_numpy(ref["truncation_latent"]))  # their mean_latent
-    z = z_from_seeds(ref["seeds"].tolist(), G.z_dim)
-    np.testing.assert_array_equal(z.numpy(), ref["z"])
-    with torch.no_grad():
-        w = G.mapping(z, truncation_psi=psi)
-        images = G.synthesis(w)
-    np.testing.assert_allclose(w.numpy(), ref[f"w_{tag}"], rtol=0, atol=1e-5)
-    assert relative_error(images, ref[f"img_z_{tag}"]) <= TOLERANCE
+    check_z_path(G, ref, psi, f"w_{tag}", f"img_z_{tag}")
 
 
 @pytest.mark.parametrize("space", ["w", "wplus"])
 def test_w_and_wplus_paths_match_the_official_code(net, space: str) -> None:
     G, ref = net
-    with torch.no_grad():
-        images = G.synthesis(torch.from_numpy(ref[space]))
-    assert images.shape == ref[f"img_{space}"].shape
-    assert relative_error(images, ref[f"img_{space}"]) <= TOLERANCE
+    check_synthesis(G, ref[space], ref[f"img_{space}"])
 
 
 # -- architecture and w_avg from the checkpoint -------------------------------------------------
@@ -158,31 +149,21 @@ def test_missing_and_extra_tensors_are_refused(tmp_path: Path) -> None:
 
 
 # -- safety ---------------------------------------------------------------------------------------
-class _RunsACommand:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("where", ["top", "args"])
 def test_a_checkpoint_that_runs_code_is_refused(tmp_path: Path, where: str, capsys) -> None:
     marker = tmp_path / "it-ran"
     ckpt: dict[str, object] = {"g_ema": {}}
     if where == "top":
-        ckpt["payload"] = _RunsACommand(marker)
+        ckpt["payload"] = RunsACommand(marker)
     else:
-        ckpt["args"] = argparse.Namespace(size=32, hook=_RunsACommand(marker))
+        ckpt["args"] = argparse.Namespace(size=32, hook=RunsACommand(marker))
     path = tmp_path / "evil.pt"
     torch.save(ckpt, path)
     with pytest.raises(FileFormatError, match="nothing from the file was executed"):
         load_rosinality(path)
-    assert main(["generate", "--model", f"rosinality:{path}", "--seeds", "0",
-                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "refusing evil.pt" in err[0] and "system" in err[0]
-    assert "weights_only" not in err[0]     # torch's "set it to False" advice is not passed on
+    err = generate_refuses(f"rosinality:{path}", tmp_path / "out", capsys)
+    assert "refusing evil.pt" in err and "system" in err
+    assert "weights_only" not in err     # torch's "set it to False" advice is not passed on
     assert not marker.exists()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from generator_checks import check_images, check_synthesis, with_reference
 
 from facelatent.cli import main
 from facelatent.errors import FileFormatError
@@ -24,7 +25,6 @@ from facelatent.generators.stylegan1 import StyleGAN1, load_stylegan1
 
 FIXTURES = Path(__file__).parent / "fixtures" / "interfacegan_models"
 NETS = ("stylegan_res32", "stylegan_res64_fused")
-TOLERANCE = 1e-4  # of the official image's largest magnitude (issue 15)
 TAGS = {1.0: "psi1", 0.7: "psi07"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,12 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def net(request: pytest.FixtureRequest) -> tuple[StyleGAN1, dict[str, np.ndarray]]:
     G = get_generator(f"stylegan1:{FIXTURES / request.param}.pth")
     assert isinstance(G, StyleGAN1)
-    with np.load(FIXTURES / f"{request.param}.npz") as ref:
-        return G, dict(ref)
-
-
-def relative_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
-    return float(np.abs(ours.numpy() - theirs).max() / np.abs(theirs).max())
+    return with_reference(G, FIXTURES / f"{request.param}.npz")
 
 
 # -- parity with InterFaceGAN's code ------------------------------------------------------------
@@ -54,7 +49,7 @@ def test_z_path_matches_the_official_code(net, psi: float) -> None:
         images = G.synthesis(ws)
     np.testing.assert_allclose(w.numpy(), ref["w_psi1"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(ws.numpy(), ref[f"wp_{TAGS[psi]}"], rtol=0, atol=1e-5)
-    assert relative_error(images, ref[f"img_z_{TAGS[psi]}"]) <= TOLERANCE
+    check_images(images, ref[f"img_z_{TAGS[psi]}"])
 
 
 @pytest.mark.parametrize("psi", [1.0, 0.7])
@@ -64,15 +59,12 @@ def test_w_path_matches_the_official_code(net, psi: float) -> None:
         ws = G.truncate_layers(torch.from_numpy(ref["w_in"]), psi)
         images = G.synthesis(ws)
     np.testing.assert_allclose(ws.numpy(), ref[f"wp_w_{TAGS[psi]}"], rtol=0, atol=1e-6)
-    assert relative_error(images, ref[f"img_w_{TAGS[psi]}"]) <= TOLERANCE
+    check_images(images, ref[f"img_w_{TAGS[psi]}"])
 
 
 def test_wplus_path_matches_the_official_code(net) -> None:
     G, ref = net
-    with torch.no_grad():
-        images = G.synthesis(torch.from_numpy(ref["wplus_in"]))
-    assert images.shape == ref["img_wplus"].shape
-    assert relative_error(images, ref["img_wplus"]) <= TOLERANCE
+    check_synthesis(G, ref["wplus_in"], ref["img_wplus"])
 
 
 def test_a_level_of_detail_matches_the_official_code(net, tmp_path: Path) -> None:
@@ -82,7 +74,7 @@ def test_a_level_of_detail_matches_the_official_code(net, tmp_path: Path) -> Non
     torch.save(state, tmp_path / "lod1.pth")
     with torch.no_grad():
         images = load_stylegan1(tmp_path / "lod1.pth").synthesis(torch.from_numpy(ref["wplus_in"]))
-    assert relative_error(images, ref["img_wplus_lod1"]) <= TOLERANCE
+    check_images(images, ref["img_wplus_lod1"])
 
 
 # -- the architecture, truncation and noise ------------------------------------------------------

@@ -10,7 +10,6 @@ test_stylegan2_pipeline.py.
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from generator_checks import RunsACommand, check_synthesis, check_z_path, with_reference
 
 from facelatent.errors import FacelatentError, FileFormatError
 from facelatent.formats.nvidia_pickle import NetworkRecord, load_network_pickle
@@ -29,7 +29,6 @@ from facelatent.generators.stylegan_ops import bias_act, fir_filter, upsample2d
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stylegan2ada"
 NETS = ("sg2ada_res32", "sg2ada_res64_clamp")
-TOLERANCE = 1e-4  # of the official image's largest magnitude (issue 15)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,12 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module", params=NETS)
 def net(request: pytest.FixtureRequest) -> tuple[StyleGAN2, dict[str, np.ndarray]]:
     G = load_stylegan2_pickle(FIXTURES / f"{request.param}.pkl")
-    with np.load(FIXTURES / f"{request.param}.npz") as ref:
-        return G, dict(ref)
-
-
-def relative_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
-    return float(np.abs(ours.numpy() - theirs).max() / np.abs(theirs).max())
+    return with_reference(G, FIXTURES / f"{request.param}.npz")
 
 
 # -- parity with NVIDIA's code ------------------------------------------------------------------
@@ -50,22 +44,13 @@ def relative_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
 def test_z_path_matches_the_official_code(net, psi: float) -> None:
     G, ref = net
     tag = "psi1" if psi == 1.0 else "psi07"
-    z = z_from_seeds(ref["seeds"].tolist(), G.z_dim)
-    np.testing.assert_array_equal(z.numpy(), ref["z"])  # same seeds -> same z as NVIDIA's scripts
-    with torch.no_grad():
-        w = G.mapping(z, truncation_psi=psi)
-        images = G.synthesis(w)
-    np.testing.assert_allclose(w.numpy(), ref[f"w_{tag}"], rtol=0, atol=1e-5)
-    assert relative_error(images, ref[f"img_z_{tag}"]) <= TOLERANCE
+    check_z_path(G, ref, psi, f"w_{tag}", f"img_z_{tag}")
 
 
 @pytest.mark.parametrize("space", ["w", "wplus"])
 def test_w_and_wplus_paths_match_the_official_code(net, space: str) -> None:
     G, ref = net
-    with torch.no_grad():
-        images = G.synthesis(torch.from_numpy(ref[space]))
-    assert images.shape == ref[f"img_{space}"].shape
-    assert relative_error(images, ref[f"img_{space}"]) <= TOLERANCE
+    check_synthesis(G, ref[space], ref[f"img_{space}"])
 
 
 def test_architecture_comes_from_the_checkpoint() -> None:
@@ -173,16 +158,6 @@ def test_registry_takes_a_stylegan2_file() -> None:
 
 
 # -- the safe reader ----------------------------------------------------------------------------
-class _Shell:
-    """A pickle payload: unpickling it the usual way runs a shell command."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (os.system, (self.command,))
-
-
 def _write_pickle(path: Path, obj: object) -> Path:
     with open(path, "wb") as fh:
         pickle.dump(obj, fh)
@@ -191,7 +166,7 @@ def _write_pickle(path: Path, obj: object) -> Path:
 
 def test_a_pickle_that_runs_a_shell_command_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    evil = _write_pickle(tmp_path / "ffhq.pkl", {"G_ema": _Shell(f"touch {marker}")})
+    evil = _write_pickle(tmp_path / "ffhq.pkl", {"G_ema": RunsACommand(marker)})
     with pytest.raises(FileFormatError,
                        match=r"refusing global '(posix|os|nt)\.system' in ffhq\.pkl: "):
         load_network_pickle(evil)
@@ -199,13 +174,13 @@ def test_a_pickle_that_runs_a_shell_command_is_refused(tmp_path: Path) -> None:
         get_generator(f"stylegan2:{evil}")
     assert not marker.exists()
     # the payload is real: the ordinary unpickler would have run it
-    pickle.loads(pickle.dumps(_Shell(f"touch {marker}")))
+    pickle.loads(pickle.dumps(RunsACommand(marker)))
     assert marker.exists()
 
 
 def test_other_payloads_are_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    payload = pickle.dumps(OrderedDict(x=_Shell(f"touch {marker}")), protocol=2)
+    payload = pickle.dumps(OrderedDict(x=RunsACommand(marker)), protocol=2)
     path = tmp_path / "nested.pkl"
     path.write_bytes(payload)
     with pytest.raises(FileFormatError, match=r"refusing global '\w+\.system' in nested\.pkl"):

@@ -11,13 +11,19 @@ small numpy arrays, which the reader rebuilds from numeric bytes only.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from generator_checks import (
+    RunsACommand,
+    check_synthesis,
+    check_z_path,
+    generate_refuses,
+    with_reference,
+)
 
 from facelatent.cli import main
 from facelatent.errors import FacelatentError, FileFormatError
@@ -40,7 +46,6 @@ from facelatent.generators.stylegan_ops import upfirdn2d
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stylegan3"
 NETS = ("sg3t_res32", "sg3r_res64")
-TOLERANCE = 1e-4  # of the official image's largest magnitude (issue 15)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,12 +53,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module", params=NETS)
 def net(request: pytest.FixtureRequest) -> tuple[StyleGAN3, dict[str, np.ndarray]]:
     G = load_stylegan3_pickle(FIXTURES / f"{request.param}.pkl")
-    with np.load(FIXTURES / f"{request.param}.npz") as ref:
-        return G, dict(ref)
-
-
-def relative_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
-    return float(np.abs(ours.numpy() - theirs).max() / np.abs(theirs).max())
+    return with_reference(G, FIXTURES / f"{request.param}.npz")
 
 
 # -- parity with NVIDIA's code ------------------------------------------------------------------
@@ -61,23 +61,13 @@ def relative_error(ours: torch.Tensor, theirs: np.ndarray) -> float:
 def test_z_path_matches_the_official_code(net, psi: float) -> None:
     G, ref = net
     tag = "psi1" if psi == 1.0 else "psi07"
-    z = z_from_seeds(ref["seeds"].tolist(), G.z_dim)
-    np.testing.assert_array_equal(z.numpy(), ref["z"])
-    with torch.no_grad():
-        w = G.mapping(z, truncation_psi=psi)
-        images = G.synthesis(w)
-    np.testing.assert_allclose(w.numpy(), ref[f"w_{tag}"], rtol=0, atol=1e-5)
-    assert images.shape == ref[f"img_z_{tag}"].shape
-    assert relative_error(images, ref[f"img_z_{tag}"]) <= TOLERANCE
+    check_z_path(G, ref, psi, f"w_{tag}", f"img_z_{tag}")
 
 
 @pytest.mark.parametrize("space", ["w", "wplus"])
 def test_w_and_wplus_paths_match_the_official_code(net, space: str) -> None:
     G, ref = net
-    with torch.no_grad():
-        images = G.synthesis(torch.from_numpy(ref[space]))
-    assert images.shape == ref[f"img_{space}"].shape
-    assert relative_error(images, ref[f"img_{space}"]) <= TOLERANCE
+    check_synthesis(G, ref[space], ref[f"img_{space}"])
 
 
 def test_architecture_comes_from_the_checkpoint() -> None:
@@ -223,26 +213,13 @@ def test_a_stylegan2_pickle_points_to_stylegan2() -> None:
         load_stylegan3_pickle(sg2)
 
 
-class _Shell:
-    """A pickle payload: unpickling it the usual way runs a shell command."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (os.system, (self.command,))
-
-
 def test_a_pickle_that_runs_a_shell_command_is_refused(tmp_path: Path, capsys) -> None:
     marker = tmp_path / "pwned"
     evil = tmp_path / "sg3.pkl"
-    evil.write_bytes(pickle.dumps({"G_ema": _Shell(f"touch {marker}")}))
+    evil.write_bytes(pickle.dumps({"G_ema": RunsACommand(marker)}))
     with pytest.raises(FileFormatError, match=r"refusing global '(posix|os|nt)\.system' in sg3"):
         get_generator(f"stylegan3:{evil}")
-    assert main(["generate", "--model", f"stylegan3:{evil}", "--seeds", "0",
-                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "refusing global" in err[0]
+    assert "refusing global" in generate_refuses(f"stylegan3:{evil}", tmp_path / "out", capsys)
     assert not marker.exists()
 
 
