@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "convert a generator checkpoint to safetensors + config.json"),
     "score": ("faces", "score faces in image files"),
     "faces": ("faces", "face models"),
-    "verify": ("verify", "face verification benchmarks of the recognisers"),
+    "verify": ("verify", "benchmarks of the face models on real labelled photos"),
     "invert": ("invert", "invert faces in photos into W or W+ latents"),
     "sample": ("sample", "sample, score and embed faces into a latent store"),
     "store": ("store", "check or describe a latent store"),
