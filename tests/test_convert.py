@@ -67,11 +67,12 @@ def test_converted_generator_matches_the_original_bit_for_bit(tmp_path: Path, fa
 
 def test_the_folder_holds_plain_tensors_and_config(converted: Path) -> None:
     tensors, metadata = read_safetensors(converted / WEIGHTS_FILE)
-    assert metadata == {"format": "pt"}
+    config = json.loads((converted / CONFIG_FILE).read_text())
+    assert metadata == {"format": "pt", "config": json.dumps(config["config"], sort_keys=True,
+                                                             separators=(",", ":"))}
     assert tensors["mapping.fc0.weight"].shape == (32, 32)
     assert tensors["synthesis.b32.conv1.noise_const"].shape == (32, 32)
     assert all(t.dtype == torch.float32 for t in tensors.values())
-    config = json.loads((converted / CONFIG_FILE).read_text())
     assert config["format"] == "facelatent.converted_generator"
     assert config["config"]["resolution"] == 32 and config["config"]["channel_base"] == 1024
     assert config["w_avg"].startswith("estimated")
@@ -87,7 +88,7 @@ def test_an_existing_output_is_kept_unless_overwrite(converted: Path, capsys) ->
     assert "converted:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("source", ["ros_res32.pt", "pggan:x.pth", "rosinality:",
+@pytest.mark.parametrize("source", ["ros_res32.pt", "biggan:x.pth", "rosinality:",
                                     "converted:/some/dir"])
 def test_unsupported_sources_are_named(tmp_path: Path, source: str) -> None:
     with pytest.raises(ValueError, match="source must be stylegan2:PATH or rosinality:PATH"):

@@ -9,12 +9,14 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "convert", help="convert a generator checkpoint to safetensors + config.json",
-        description="Read a StyleGAN2 checkpoint with its safe loader (no code from the file "
+        description="Read a generator checkpoint with its safe loader (no code from the file "
                     "runs) and write OUT_DIR/model.safetensors (the generator's tensors, "
                     "float32) and OUT_DIR/config.json (architecture, num_ws, source sha256, "
                     "facelatent version). Load the result with --model converted:OUT_DIR; the "
                     "original file and its format are no longer needed.")
-    p.add_argument("source", help="stylegan2:IN.pkl (NVIDIA StyleGAN2/2-ADA), stylegan3:IN.pkl or rosinality:IN.pt")
+    p.add_argument("source", help="stylegan2:IN.pkl (NVIDIA StyleGAN2/2-ADA), stylegan3:IN.pkl, "
+                                  "rosinality:IN.pt, pggan:IN.pth or stylegan1:IN.pth "
+                                  "(InterFaceGAN's PGGAN and StyleGAN)")
     p.add_argument("out_dir", help="output folder (created)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a converted generator already in OUT_DIR")

@@ -2,19 +2,24 @@
 ``converted:DIR``, without the checkpoint format it came from.
 
 `convert_generator` reads a StyleGAN2-family checkpoint (``stylegan2:IN.pkl``,
-``rosinality:IN.pt``) or a StyleGAN3 one (``stylegan3:IN.pkl``) with its safe loader and writes:
+``rosinality:IN.pt``), a StyleGAN3 one (``stylegan3:IN.pkl``) or one of InterFaceGAN's
+(``pggan:IN.pth``, ``stylegan1:IN.pth``) with its safe loader and writes:
 
-- ``model.safetensors``: every parameter and buffer of the port (`StyleGAN2` or `StyleGAN3`),
-  float32, under NVIDIA's state-dict names (``mapping.fc0.weight``,
-  ``synthesis.b8.conv0.noise_const``, ``synthesis.L3_44_48.down_filter``, ``mapping.w_avg``): a
-  rosinality checkpoint is stored already mapped onto the port, with its w_avg as used at
-  conversion time;
+- ``model.safetensors``: every parameter and buffer of the port (`StyleGAN2`, `StyleGAN3`,
+  `PGGAN` or `StyleGAN1`), float32. StyleGAN2 and 3 use NVIDIA's state-dict names
+  (``mapping.fc0.weight``, ``synthesis.b8.conv0.noise_const``, ``synthesis.L3_44_48.down_filter``,
+  ``mapping.w_avg``): a rosinality checkpoint is stored already mapped onto the port, with its
+  w_avg as used at conversion time. PGGAN and StyleGAN1 use the port's own ``state_dict`` names
+  (``blocks.0.conv0.weight``, ``layers.3.noise_const``, ``_w_avg``): InterFaceGAN's names, and
+  its fused kernels' ``[3, 3, in, out]`` order, are mapped once by the ``.pth`` loader;
 - ``config.json``: the port's configuration, family, num_ws, resolution, where w_avg came from,
   the source file's name and sha256, the weights file's sha256 and the facelatent version.
 
-`load_converted` rebuilds the port from them and maps every tensor with the port's
-`load_nvidia_state`, so the converted generator computes exactly what the original did (the
-same float32 tensors through the same code). The weights file's sha256 is checked against the config before use.
+`load_converted` rebuilds the port from them and maps every tensor (StyleGAN2 and 3: with the
+port's `load_nvidia_state`; PGGAN and StyleGAN1: a strict ``load_state_dict``), so the converted
+generator computes exactly what the original did (the same float32 tensors through the same
+code). The weights file's sha256 is checked against the config before use, and the config
+against the copy of it written into the weights' metadata.
 
 The safetensors format (read and written here; no extra dependency): an 8-byte little-endian
 header length N, N bytes of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]},
@@ -37,10 +42,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from facelatent.errors import FacelatentError, FileFormatError
 from facelatent.generators import stylegan2, stylegan3
 from facelatent.generators.base import get_generator
+from facelatent.generators.interfacegan import Layout
+from facelatent.generators.pggan import PGGAN, PGGANConfig
+from facelatent.generators.stylegan1 import StyleGAN1, StyleGAN1Config
 from facelatent.generators.stylegan2 import StyleGAN2, StyleGAN2Config
 from facelatent.generators.stylegan3 import StyleGAN3, StyleGAN3Config, layer_plan
 from facelatent.io import atomic_path, open_checked, read_json, write_json
@@ -60,7 +69,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "facelatent.converted_generator"
 FORMAT_VERSION = 1
-CONVERTIBLE = ("stylegan2", "rosinality", "stylegan3")   # PREFIX:PATH families it reads
+CONVERTIBLE = ("stylegan2", "rosinality", "stylegan3", "pggan", "stylegan1")  # PREFIX:PATH read
 MAX_HEADER_BYTES = 16 * 2**20               # a 1024x1024 StyleGAN2 needs about 20 kB
 _DTYPES = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 # Bounds on a config's sizes, far above any StyleGAN2 or 3 (1024 pixels, 1024 wide, 8 mapping
@@ -70,26 +79,99 @@ _SIZE_LIMITS = {"resolution": 8192, "mapping_layers": 64, "z_dim": 8192, "w_dim"
                 "c_dim": 8192, "img_channels": 16, "channel_max": 8192, "embed_features": 8192,
                 "layer_features": 8192, "num_layers": 64, "num_critical": 64, "margin_size": 256,
                 "conv_kernel": 16, "filter_size": 64, "lrelu_upsampling": 16}
+# The same bounds for InterFaceGAN's configs, whose sizes are lists: at most 12 blocks (4 to
+# 8192 pixels) of at most 8192 channels, at most 64 mapping layers.
+_MAX_BLOCKS, _MAX_WIDTH, _MAX_MAPPING_LAYERS = 12, 8192, 64
+
+Port = StyleGAN2 | StyleGAN3 | PGGAN | StyleGAN1
+PortConfig = StyleGAN2Config | StyleGAN3Config | PGGANConfig | StyleGAN1Config
 
 
 @dataclass(frozen=True)
 class _Architecture:
     """What converting and loading need of one port."""
 
-    config: type[StyleGAN2Config | StyleGAN3Config]
-    model: Callable[..., StyleGAN2 | StyleGAN3]
-    state_dict: Callable[..., dict[str, torch.Tensor]]     # model -> NVIDIA-keyed tensors
+    label: str                                             # in errors: "a StyleGAN2 ..."
+    config: type[PortConfig]
+    model: type[Port]
+    state_dict: Callable[..., dict[str, torch.Tensor]]     # model -> its stored tensors
     load_state: Callable[..., None]                        # (model, tensors, where)
     min_channels: Callable[..., int]                       # config -> its narrowest layer
+    from_json: Callable[[dict[str, Any]], PortConfig]      # checked JSON fields -> config
+    w_avg: str = "stored in the checkpoint"                # config.json's "w_avg" by default
+
+
+def _own_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(model.state_dict())
+
+
+def _load_own_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    # load_converted has already matched every name and shape to the model's, so strict
+    # loading cannot fail here; it stays strict so that nothing is ever left unloaded.
+    model.load_state_dict(tensors, strict=True)
+
+
+def _ints(value: object, name: str, low: int, high: int, count: tuple[int, int]
+          ) -> tuple[int, ...]:
+    """``value``, a JSON list of ``count[0]..count[1]`` integers from ``low`` to ``high``."""
+    if not (isinstance(value, list) and count[0] <= len(value) <= count[1]
+            and all(type(v) is int and low <= v <= high for v in value)):
+        raise ValueError(f"{name} must be a list of {count[0]} to {count[1]} integers from "
+                         f"{low} to {high}, got {value!r}")
+    return tuple(value)
+
+
+def _layout(raw: object) -> Layout:
+    """The `Layout` that `dataclasses.asdict` wrote as JSON, every field checked and bounded."""
+    names = {f.name for f in dataclasses.fields(Layout)}
+    if not isinstance(raw, dict) or set(raw) != names:
+        got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        raise ValueError(f"layout must have exactly the fields {sorted(names)}, got {got}")
+    widths = _ints(raw["widths"], "layout widths", 1, _MAX_WIDTH, (1, _MAX_BLOCKS))
+    fused = raw["fused"]
+    if not (isinstance(fused, list) and all(type(f) is bool for f in fused)):
+        raise ValueError(f"layout fused must be a list of true/false, got {fused!r}")
+    lod = raw["lod"]
+    if type(lod) not in (int, float) or not math.isfinite(lod):
+        raise ValueError(f"layout lod must be a number, got {lod!r}")
+    channels = _ints([raw["img_channels"]], "layout img_channels", 1, 16, (1, 1))[0]
+    return Layout(widths=widths, fused=tuple(fused), lod=float(lod), img_channels=channels)
+
+
+def _pggan_config(values: dict[str, Any]) -> PGGANConfig:
+    return PGGANConfig(z_dim=values["z_dim"], layout=_layout(values["layout"]))
+
+
+def _stylegan1_config(values: dict[str, Any]) -> StyleGAN1Config:
+    mapping = _ints(values["mapping_widths"], "mapping_widths", 1, _MAX_WIDTH,
+                    (2, _MAX_MAPPING_LAYERS + 1))
+    return StyleGAN1Config(mapping_widths=mapping, layout=_layout(values["layout"]))
+
+
+def _nvidia_config(config: type[StyleGAN2Config | StyleGAN3Config]
+                   ) -> Callable[[dict[str, Any]], PortConfig]:
+    def build(values: dict[str, Any]) -> PortConfig:
+        if isinstance(values.get("resample_filter"), list):
+            values = {**values, "resample_filter": tuple(values["resample_filter"])}
+        return config(**values)
+    return build
 
 
 _ARCHITECTURES = {
-    "stylegan2": _Architecture(StyleGAN2Config, StyleGAN2, stylegan2.nvidia_state_dict,
-                               stylegan2.load_nvidia_state,
-                               lambda cfg: min(cfg.channels(r) for r in cfg.block_resolutions)),
-    "stylegan3": _Architecture(StyleGAN3Config, StyleGAN3, stylegan3.nvidia_state_dict,
-                               stylegan3.load_nvidia_state,
-                               lambda cfg: min(spec.out_channels for spec in layer_plan(cfg)[1])),
+    "stylegan2": _Architecture("StyleGAN2", StyleGAN2Config, StyleGAN2,
+                               stylegan2.nvidia_state_dict, stylegan2.load_nvidia_state,
+                               lambda cfg: min(cfg.channels(r) for r in cfg.block_resolutions),
+                               _nvidia_config(StyleGAN2Config)),
+    "stylegan3": _Architecture("StyleGAN3", StyleGAN3Config, StyleGAN3,
+                               stylegan3.nvidia_state_dict, stylegan3.load_nvidia_state,
+                               lambda cfg: min(spec.out_channels for spec in layer_plan(cfg)[1]),
+                               _nvidia_config(StyleGAN3Config)),
+    "pggan": _Architecture("PGGAN", PGGANConfig, PGGAN, _own_state_dict, _load_own_state,
+                           lambda cfg: min(cfg.layout.widths), _pggan_config,
+                           w_avg="zero: the centre of z's sphere (PGGAN has no mapping network)"),
+    "stylegan1": _Architecture("StyleGAN (v1)", StyleGAN1Config, StyleGAN1, _own_state_dict,
+                               _load_own_state, lambda cfg: min(cfg.layout.widths),
+                               _stylegan1_config),
 }
 
 
@@ -199,7 +281,7 @@ class ConvertResult:
     folder: Path                 # the output folder; load it as converted:FOLDER
     weights: Path                # folder / model.safetensors
     config: Path                 # folder / config.json
-    family: str                  # "stylegan2", "rosinality" or "stylegan3"
+    family: str                  # one of CONVERTIBLE: "stylegan2", "rosinality", ...
     resolution: int
     num_ws: int
     tensors: int                 # how many tensors the weights file holds
@@ -215,8 +297,8 @@ def _sha256(path: Path, kind: str) -> str:
 
 
 def convert_generator(source: str, folder: str | Path, *, overwrite: bool = False) -> ConvertResult:
-    """Write the generator ``source`` (``stylegan2:IN.pkl``, ``rosinality:IN.pt`` or
-    ``stylegan3:IN.pkl``) to ``folder`` as ``model.safetensors`` + ``config.json``; see the
+    """Write the generator ``source`` (``stylegan2:IN.pkl``, ``rosinality:IN.pt``,
+    ``stylegan3:IN.pkl``, ``pggan:IN.pth`` or ``stylegan1:IN.pth``) to ``folder`` as ``model.safetensors`` + ``config.json``; see the
     module docstring.
 
     A folder that already holds a converted generator is refused unless ``overwrite``.
@@ -230,10 +312,15 @@ def convert_generator(source: str, folder: str | Path, *, overwrite: bool = Fals
         raise FacelatentError(f"{out} already holds a converted generator; choose another folder "
                               "or overwrite it (--overwrite)")
     G = get_generator(source, device="cpu")
-    assert isinstance(G, StyleGAN2 | StyleGAN3)
-    architecture = "stylegan3" if isinstance(G, StyleGAN3) else "stylegan2"
+    architecture = next(name for name, arch in _ARCHITECTURES.items()
+                        if isinstance(G, arch.model))
     tensors = _ARCHITECTURES[architecture].state_dict(G)
-    weights = write_safetensors(out / WEIGHTS_FILE, tensors, {"format": "pt"})
+    # The config is also written into the weights' metadata, which their sha256 covers: a
+    # config.json edited in a way the tensors' shapes cannot show (PGGAN's and StyleGAN1's
+    # fused upsampling, a level of detail) then no longer matches the weights.
+    settings = dataclasses.asdict(G.cfg)
+    weights = write_safetensors(out / WEIGHTS_FILE, tensors,
+                                {"format": "pt", "config": _canonical(settings)})
     from facelatent import __version__
 
     # Weights first, config last: the config is what makes the folder loadable, so a run killed
@@ -241,10 +328,10 @@ def convert_generator(source: str, folder: str | Path, *, overwrite: bool = Fals
     config = write_json(out / CONFIG_FILE, {
         "family": family,
         "architecture": architecture,
-        "config": dataclasses.asdict(G.cfg),
+        "config": settings,
         "resolution": G.resolution,
         "num_ws": G.num_ws,
-        "w_avg": getattr(G, "w_avg_source", "stored in the checkpoint"),
+        "w_avg": getattr(G, "w_avg_source", _ARCHITECTURES[architecture].w_avg),
         "source": {"file": Path(file).name, "sha256": (sha := _sha256(Path(file), "a checkpoint"))},
         "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights, "a safetensors file")},
         "facelatent_version": __version__,
@@ -254,7 +341,12 @@ def convert_generator(source: str, folder: str | Path, *, overwrite: bool = Fals
                          source_sha256=sha)
 
 
-def _config(raw: object, where: Path, arch: _Architecture) -> StyleGAN2Config | StyleGAN3Config:
+def _canonical(config: Mapping[str, Any]) -> str:
+    """One JSON text for a config (keys sorted, tuples as lists), to compare two of them."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def _config(raw: object, where: Path, arch: _Architecture) -> PortConfig:
     names = {f.name for f in dataclasses.fields(arch.config)}
     if not isinstance(raw, dict) or set(raw) != names:
         got = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
@@ -266,20 +358,17 @@ def _config(raw: object, where: Path, arch: _Architecture) -> StyleGAN2Config | 
         if value is not None and not (type(value) is int and 0 <= value <= limit):
             raise FileFormatError(f"{where}: config {name} is {value!r}; expected an integer "
                                   f"from 0 to {limit}")
-    if isinstance(values.get("resample_filter"), list):
-        values["resample_filter"] = tuple(values["resample_filter"])
     try:
-        cfg = arch.config(**values)
+        cfg = arch.from_json(values)
         if arch.min_channels(cfg) < 1:
             raise ValueError("a block would have no channels")
-    except (TypeError, ValueError, ArithmeticError) as exc:
-        kind = "StyleGAN3" if arch.config is StyleGAN3Config else "StyleGAN2"
-        raise FileFormatError(f"{where}: 'config' is not a {kind} configuration ({exc})") \
-            from None
+    except (TypeError, ValueError, ArithmeticError) as exc:   # FileFormatError is a ValueError
+        raise FileFormatError(f"{where}: 'config' is not a {arch.label} configuration "
+                              f"({exc})") from None
     return cfg
 
 
-def load_converted(folder: str | Path) -> StyleGAN2 | StyleGAN3:
+def load_converted(folder: str | Path) -> Port:
     """The generator in ``folder`` (written by `convert_generator`), float32 on the CPU, named
     ``converted:FOLDER``."""
     folder = Path(folder)
@@ -300,13 +389,17 @@ def load_converted(folder: str | Path) -> StyleGAN2 | StyleGAN3:
     if _sha256(weights, "the converted generator's weights (model.safetensors)") != expected:
         raise FileFormatError(f"{weights} does not match the sha256 in {CONFIG_FILE}: it is "
                               "damaged or was replaced; convert the checkpoint again")
-    tensors, _ = read_safetensors(weights)
+    tensors, metadata = read_safetensors(weights)
     with torch.device("meta"):     # shapes only: the config must fit the tensors before we build
         skeleton = arch.state_dict(arch.model(cfg))
     if {k: v.shape for k, v in skeleton.items()} != {k: v.shape for k, v in tensors.items()}:
         raise FileFormatError(f"{weights}: its tensors do not fit the configuration in "
                               f"{CONFIG_FILE}; convert the checkpoint again")
+    # Folders written before the config was copied into the metadata have none to compare.
+    if "config" in metadata and metadata["config"] != _canonical(meta["config"]):
+        raise FileFormatError(f"{folder / CONFIG_FILE}: 'config' differs from the one recorded "
+                              f"in {WEIGHTS_FILE}; it was edited: convert the checkpoint again")
     model = arch.model(cfg, name=f"converted:{folder}")
     arch.load_state(model, tensors, str(weights))
-    model.w_avg_source = str(meta.get("w_avg", "stored in the checkpoint"))
+    model.w_avg_source = str(meta.get("w_avg", arch.w_avg))
     return model.eval().requires_grad_(False)
