@@ -83,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
                             keep=args.keep, progress=bar.update, on_start=bar.reset)
     paths = write_evaluation(ev, args.out, info={"boundary_file": args.boundary,
                                                  "condition_files": list(args.condition)})
+    written = read_json(paths["json"])
     if args.json:
-        print(json.dumps(read_json(paths["json"]), indent=2))
+        print(json.dumps(written, indent=2))
         return 0
     lo, hi = ev.strengths[0], ev.strengths[-1]
     for variant in ev.variants:
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{variant}: target {ev.target or '-'} monotonicity (Spearman) "
               f"{'-' if mono != mono else f'{mono:.3f}'}; identity ({ev.identity_model}) "
               f"{ev.identity_at(lo, variant):.3f} at {lo:+g}, {ev.identity_at(hi, variant):.3f} at {hi:+g}")
-        q = read_json(paths["json"])["variants"][variant].get("quality")
+        q = written["variants"][variant].get("quality")
         if q:
             print(f"  quality: {_quality_line(q)}")
     for name, d in ev.condition_drift().items():

@@ -42,6 +42,16 @@ def pick_rows(total: int, n: int, how: str = "first", seed: int = 0) -> np.ndarr
     raise ValueError(f"pick must be 'first' or 'random', got {how!r}")
 
 
+def store_score_sd(store: Any, names: Sequence[str]) -> dict[str, float]:
+    """The standard deviation of each named score over all of the store's samples (NaN for a
+    score with no finite value): the unit edit quality puts attribute changes in."""
+    out = {}
+    for name in names:
+        values = store.scores(name)
+        out[name] = float(np.nanstd(values)) if np.isfinite(values).any() else float("nan")
+    return out
+
+
 def evaluate_store(store_path: str | Path, boundary: Boundary, strengths: Sequence[float] | np.ndarray,
                    conditions: Sequence[Boundary] = (), *, n: int = 64, pick: str = "first",
                    seed: int = 0, identity_model: str | None = None,
@@ -88,11 +98,7 @@ def evaluate_store(store_path: str | Path, boundary: Boundary, strengths: Sequen
                        sigma=sigma, truncation_psi=spec.truncation_psi,
                        truncation_space=spec.truncation_space, seeds=start,
                        **kwargs)
-    score_sd = {}
-    for name in ev.reference_scores:
-        if name in spec.attributes:
-            values = store.scores(name)
-            score_sd[name] = float(np.nanstd(values)) if np.isfinite(values).any() else float("nan")
+    score_sd = store_score_sd(store, [n for n in ev.reference_scores if n in spec.attributes])
     ev.settings.update(store=str(store_path), pick=pick if seeds is None else "seeds",
                        pick_seed=seed, score_sd=score_sd,
                        held_out=seeds is not None and not np.isin(seeds, store.seeds()).any(),
@@ -139,10 +145,7 @@ def compare_store(store_path: str | Path, boundaries: Sequence[Boundary],
     scale, source = 1.0, "raw"
     if unit == "sigma" and boundaries:
         scale, source = sigma_for(boundaries[0], sigma, latents=latents)
-    score_sd = {}
-    for name in spec.attributes:
-        values = store.scores(name)
-        score_sd[name] = float(np.nanstd(values)) if np.isfinite(values).any() else float("nan")
+    score_sd = store_score_sd(store, spec.attributes)
     G = generator or get_generator(spec.generator, device=device)
     an = analyzer or FaceAnalyzer(device, batch_size=batch)
     result = compare_boundaries(

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch import nn
 
 from facelatent import weights
 from facelatent.errors import FacelatentError, WeightsError
@@ -43,6 +44,25 @@ class Generator(Protocol):
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         """`ws [N, w_dim]` or `[N, num_ws, w_dim]` -> images `[N, 3, resolution, resolution]`."""
         ...
+
+
+class BufferedGenerator(nn.Module):
+    """Base of the PyTorch generators that keep `w_avg` in a `_w_avg` buffer (which the
+    subclass registers, `[w_dim]`): the contract's `device` and `w_avg`, and `forward(z)`, the
+    image of z. Subclasses provide `mapping` and `synthesis`."""
+
+    _w_avg: torch.Tensor
+
+    @property
+    def device(self) -> torch.device:
+        return self._w_avg.device
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self._w_avg
+
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        return self.synthesis(self.mapping(z, truncation_psi))  # type: ignore[attr-defined]
 
 
 def z_from_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:

@@ -29,7 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelatent.errors import WeightsError
-from facelatent.generators.base import check_ws, check_z, estimate_w_avg, truncate
+from facelatent.generators.base import (
+    BufferedGenerator,
+    check_ws,
+    check_z,
+    estimate_w_avg,
+    truncate,
+)
 from facelatent.formats.ir import IRGraph, IRLayer
 
 
@@ -199,7 +205,7 @@ class SynthesisNetwork(nn.Module):
         return self.to_img(x, ws[:, -1])
 
 
-class MobileStyleGAN(nn.Module):
+class MobileStyleGAN(BufferedGenerator):
     """The generator contract (see `facelatent.generators.base.Generator`) for MobileStyleGAN."""
 
     def __init__(self, cfg: MobileStyleGANConfig = FFHQ_1024, name: str = "mobilestylegan") -> None:
@@ -212,14 +218,6 @@ class MobileStyleGAN(nn.Module):
         self.synthesis_net = SynthesisNetwork(cfg)
         self.register_buffer("_w_avg", torch.zeros(cfg.w_dim))
 
-    @property
-    def device(self) -> torch.device:
-        return self._w_avg.device
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self._w_avg
-
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         """z `[N, z_dim]` -> w `[N, w_dim]`, truncated toward `w_avg` by `truncation_psi`."""
         check_z(z, self.z_dim)
@@ -231,8 +229,6 @@ class MobileStyleGAN(nn.Module):
         ws = check_ws(ws, self.w_dim, self.num_ws)
         return self.synthesis_net(ws.to(self.device, self.synthesis_net.input.dtype))
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, truncation_psi))
 
     @torch.no_grad()
     def estimate_w_avg(self, n: int = 100_000, seed: int = 0) -> torch.Tensor:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelatent.errors import FileFormatError
-from facelatent.generators.base import check_ws, check_z, truncate
+from facelatent.generators.base import BufferedGenerator, check_ws, check_z, truncate
 from facelatent.generators.interfacegan import (
     Layout,
     StateDict,
@@ -105,7 +105,7 @@ class Block(nn.Module):
         return self.conv1(self.conv0(x))
 
 
-class PGGAN(nn.Module):
+class PGGAN(BufferedGenerator):
     """The generator contract (see `facelatent.generators.base.Generator`) for PGGAN; Z-only:
     ``w`` is z on its sphere, ``num_ws`` 1 (see the module docstring)."""
 
@@ -119,14 +119,6 @@ class PGGAN(nn.Module):
         self.blocks = nn.ModuleList(Block(i, o, f, cfg.layout.img_channels)
                                     for i, o, f in zip((cfg.z_dim, *widths), widths, firsts))
         self.register_buffer("_w_avg", torch.zeros(cfg.z_dim))
-
-    @property
-    def device(self) -> torch.device:
-        return self._w_avg.device
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self._w_avg
 
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         """z `[N, z_dim]` -> w `[N, z_dim]`: z rescaled to length sqrt(z_dim) (InterFaceGAN's
@@ -146,8 +138,6 @@ class PGGAN(nn.Module):
             img = upsample_nearest(img)
         return img
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, truncation_psi))
 
 
 # --- loading InterFaceGAN's .pth ----------------------------------------------------------------

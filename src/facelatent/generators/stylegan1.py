@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelatent.errors import FileFormatError
-from facelatent.generators.base import check_ws, check_z, truncate
+from facelatent.generators.base import BufferedGenerator, check_ws, check_z, truncate
 from facelatent.generators.interfacegan import (
     Layout,
     StateDict,
@@ -169,7 +169,7 @@ class ToRGB(nn.Module):
         return x + self.bias.reshape(1, -1, 1, 1)
 
 
-class StyleGAN1(nn.Module):
+class StyleGAN1(BufferedGenerator):
     """The generator contract (see `facelatent.generators.base.Generator`) for StyleGAN v1."""
 
     def __init__(self, cfg: StyleGAN1Config, name: str = "stylegan1") -> None:
@@ -191,14 +191,6 @@ class StyleGAN1(nn.Module):
             torgbs.append(ToRGB(cout, cfg.layout.img_channels))
         self.layers, self.torgbs = nn.ModuleList(layers), nn.ModuleList(torgbs)
         self.register_buffer("_w_avg", torch.zeros(cfg.w_dim))
-
-    @property
-    def device(self) -> torch.device:
-        return self._w_avg.device
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self._w_avg
 
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         """z `[N, z_dim]` -> w `[N, w_dim]`: z onto its sphere (InterFaceGAN's preprocess), the
@@ -233,8 +225,6 @@ class StyleGAN1(nn.Module):
             img = upsample_nearest(img)
         return img
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, truncation_psi))
 
 
 # --- loading InterFaceGAN's .pth ----------------------------------------------------------------

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from facelatent.errors import FacelatentError
-from facelatent.webui.load import single_malloc_arena
+from facelatent.runtime import single_malloc_arena
 from facelatent.webui.service import MAX_STRENGTH, Edit, EditorService, Face, Render
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # no calls home from the server

@@ -1,9 +1,7 @@
-"""Building the editor's one `EditorService` per process from `facelatent serve`'s options,
-and the process setting its server threads need (`single_malloc_arena`)."""
+"""Building the editor's one `EditorService` per process from `facelatent serve`'s options."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from facelatent.webui.service import EditorService
@@ -60,28 +58,3 @@ def load_service(*, boundaries: str | Path | None = None, store: str | Path | No
     return EditorService(generator, analyzer, sliders, truncation_psi=setup["truncation_psi"],
                          truncation_space=setup["truncation_space"], preview_size=preview_size,
                          invert_steps=invert_steps, mapper=mapper, identities=ids)
-
-
-_M_ARENA_MAX = -8     # glibc's mallopt parameter (malloc.h)
-
-
-def single_malloc_arena() -> bool:
-    """Make every thread allocate from glibc's main arena; True if it took effect (Linux).
-
-    The web server renders in worker threads, and glibc gives each thread an arena of its own
-    whose heaps hold at most 64 MB, so the generator's larger activations are mapped and
-    page-faulted in again on every render there; `facelatent.runtime.keep_freed_memory`
-    keeps them only in the main arena. Measured on 2 busy cores, one 1024 px render: 0.37 s
-    in the main thread, 0.51 s in a worker thread, 0.38 s there with one arena. Threads keep
-    the arena they already use, so this runs before the server starts its threads.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, 1))
-    except (OSError, AttributeError):     # musl and others have no mallopt
-        return False
