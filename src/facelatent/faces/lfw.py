@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from facelatent.faces.align import ARCFACE_CROP_SIZE, arcface_align
 from facelatent.faces.analysis import FaceAnalyzer, FaceGeometry
 from facelatent.faces.calibration import best_threshold, cross_validate
 from facelatent.faces.registry import IDENTITY_MODELS, MODELS
-from facelatent.images import from_uint8, load_rgb
+from facelatent.images import from_uint8, load_rgb, to_uint8
 from facelatent.io import load_npz, save_npz
 
-__all__ = ["CACHE_FORMAT", "LfwPairs", "VerificationResult", "embed_files", "parse_pairs",
-           "read_lfw", "verify_lfw"]
+__all__ = ["CACHE_FORMAT", "LfwPairs", "VerificationResult", "align_files", "analyzer_of",
+           "embed_files", "parse_pairs", "read_lfw", "verification_result", "verify_lfw"]
 
 CACHE_FORMAT = "facelatent.lfw_embeddings"
 ProgressFn = Callable[[int, int], None]     # (images done, images to do)
@@ -139,8 +140,52 @@ def embed_files(paths: Sequence[str | Path], models: Sequence[str], *, face: str
         raise ValueError(f"face must be one of {', '.join(FACE_CHOICES)}, got {face!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    analyzer = analyzer or FaceAnalyzer(batch_size=batch_size)
+    analyzer = analyzer_of(analyzer, batch_size)
     out = {m: np.full((len(paths), 128), np.nan, dtype=np.float32) for m in models}
+    for rows, batch, geometry in _located_batches(paths, face, analyzer, batch_size, progress):
+        for m in models:
+            if len(rows):
+                out[m][rows] = analyzer.embed(batch, m, geometry=geometry).cpu().numpy()
+    return out
+
+
+def align_files(paths: Sequence[str | Path], *, face: str = "central",
+                analyzer: FaceAnalyzer | None = None, batch_size: int = 32,
+                progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The 112x112 ArcFace-template crops of photo files, found as :func:`embed_files` finds
+    the face that SFace embeds (same detection, same ``face`` choice, same five points).
+
+    Returns ``(crops [M, 112, 112, 3] uint8, found [M] bool)``; rows without a face are zero.
+    ``progress(done, total)`` after each batch. Unreadable files raise as in embed_files."""
+    if face not in FACE_CHOICES:
+        raise ValueError(f"face must be one of {', '.join(FACE_CHOICES)}, got {face!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    crops = np.zeros((len(paths), ARCFACE_CROP_SIZE, ARCFACE_CROP_SIZE, 3), dtype=np.uint8)
+    found = np.zeros(len(paths), dtype=bool)
+    analyzer = analyzer_of(analyzer, batch_size)
+    for rows, batch, geometry in _located_batches(paths, face, analyzer, batch_size, progress):
+        points = geometry.points5.cpu()
+        # One warp per batch where the photos share a size, else one per photo.
+        groups = ([(np.arange(len(rows)), batch)] if isinstance(batch, Tensor) else
+                  [(np.array([i]), photo[None]) for i, photo in enumerate(batch)])
+        for index, photos in groups:
+            crops[rows[index]] = to_uint8(arcface_align(photos.cpu(), points[index]))
+        found[rows] = True
+    return crops, found
+
+
+def analyzer_of(analyzer: FaceAnalyzer | None, batch_size: int) -> FaceAnalyzer:
+    """``analyzer``, or a new CPU one with ``batch_size``."""
+    return analyzer if analyzer is not None else FaceAnalyzer(batch_size=batch_size)
+
+
+def _located_batches(paths: Sequence[str | Path], face: str, analyzer: FaceAnalyzer | None,
+                     batch_size: int, progress: ProgressFn | None,
+                     ) -> Iterator[tuple[np.ndarray, Tensor | list[Tensor], FaceGeometry]]:
+    """Per batch of ``batch_size`` files, the photos with a face: ``(rows [K] into paths,
+    photos, geometry [K])``, one face per photo (``face`` chooses which), photo order."""
+    analyzer = analyzer_of(analyzer, batch_size)
     for start in range(0, len(paths), batch_size):
         photos = [from_uint8(load_rgb(p)[None])[0] for p in paths[start:start + batch_size]]
         # Photos of one size go as one batch tensor: the recognisers then run once per batch.
@@ -152,13 +197,15 @@ def embed_files(paths: Sequence[str | Path], models: Sequence[str], *, face: str
         else:
             geometry = analyzer.locate(batch)
             owner = torch.arange(len(photos))
-        for m in models:
-            if len(owner):
-                rows = analyzer.embed(batch, m, geometry=geometry)
-                out[m][start + owner.numpy()] = rows.cpu().numpy()
+        # locate() keeps a row per photo (found or not); keep the found rows only.
+        keep = torch.nonzero(geometry.found.cpu()).flatten()
+        if len(keep) < len(owner):
+            geometry = geometry.select(keep.to(geometry.found.device))
+            batch = batch[keep] if isinstance(batch, Tensor) else [batch[i] for i in keep]
+            owner = owner[keep]
+        yield start + owner.numpy(), batch, geometry
         if progress is not None:
             progress(min(start + batch_size, len(paths)), len(paths))
-    return out
 
 
 def _central_faces(analyzer: FaceAnalyzer, photos: list[Tensor]) -> tuple[FaceGeometry, Tensor]:
@@ -271,25 +318,42 @@ def verify_lfw(lfw: str | Path, models: Sequence[str] = ("sface", "dlib"), *,
                     "paths": np.array(names), "embeddings": made[m],
                     "fingerprint": np.str_(_fingerprint(m, face))}, format=CACHE_FORMAT)
     seconds = time.perf_counter() - start
+    return {m: verification_result(m, face, embeddings[m], names, pairs, seconds=seconds,
+                                   cached=m not in todo)
+            for m in models}
+
+
+def verification_result(model: str, face: str, embeddings: np.ndarray, names: Sequence[str],
+                        pairs: LfwPairs, *, seconds: float = 0.0,
+                        cached: bool = False) -> VerificationResult:
+    """LFW's protocol on unit ``embeddings`` ``[M, D]`` of the images ``names`` ``[M]`` (every
+    image ``pairs`` names must be there): cosine per pair, thresholds chosen on the other folds
+    (:func:`cross_validate`). A NaN row (no face found) makes its pairs wrong at every
+    threshold: counted as failures, never dropped."""
     row = {n: i for i, n in enumerate(names)}
+    missing = [n for n in dict.fromkeys([*pairs.first, *pairs.second]) if n not in row]
+    if missing:
+        raise ValueError(f"embeddings lack {len(missing)} images the pairs name (first: "
+                         f"{missing[0]}); pass one row per image of pairs.images()")
     a = np.array([row[n] for n in pairs.first])
     b = np.array([row[n] for n in pairs.second])
-    results = {}
-    for m in models:
-        e = embeddings[m].astype(np.float64)
-        # Unit rows: the dot product is the cosine; NaN rows (no face) give NaN.
-        cosines = (e[a] * e[b]).sum(axis=1)
-        fold_ids, thresholds, accuracies = cross_validate(cosines, pairs.same, pairs.fold)
-        threshold, _ = best_threshold(cosines, pairs.same)
-        found = ~np.isnan(cosines)
-        results[m] = VerificationResult(
-            model=m, face=face, folds=tuple(int(k) for k in fold_ids),
-            thresholds=tuple(map(float, thresholds)), accuracies=tuple(map(float, accuracies)),
-            threshold=threshold, accuracy_mean=float(accuracies.mean()),
-            accuracy_std=float(accuracies.std()),
-            genuine_mean=float(cosines[found & pairs.same].mean()),
-            impostor_mean=float(cosines[found & ~pairs.same].mean()),
-            pairs=len(cosines), pairs_failed=int((~found).sum()), images=len(names),
-            faces_not_found=int(np.isnan(e[:, 0]).sum()), seconds=seconds,
-            cached=m not in todo)
-    return results
+    e = np.asarray(embeddings, dtype=np.float64)
+    # Unit rows: the dot product is the cosine; NaN rows (no face) give NaN.
+    cosines = (e[a] * e[b]).sum(axis=1)
+    fold_ids, thresholds, accuracies = cross_validate(cosines, pairs.same, pairs.fold)
+    threshold, _ = best_threshold(cosines, pairs.same)
+    found = ~np.isnan(cosines)
+    return VerificationResult(
+        model=model, face=face, folds=tuple(int(k) for k in fold_ids),
+        thresholds=tuple(map(float, thresholds)), accuracies=tuple(map(float, accuracies)),
+        threshold=threshold, accuracy_mean=float(accuracies.mean()),
+        accuracy_std=float(accuracies.std()),
+        genuine_mean=_mean(cosines[found & pairs.same]),
+        impostor_mean=_mean(cosines[found & ~pairs.same]),
+        pairs=len(cosines), pairs_failed=int((~found).sum()), images=len(names),
+        faces_not_found=int(np.isnan(e[:, 0]).sum()), seconds=seconds, cached=cached)
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean, NaN (without numpy's warning) when there is nothing to average."""
+    return float(values.mean()) if values.size else float("nan")
