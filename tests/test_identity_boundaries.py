@@ -364,3 +364,59 @@ def test_a_fit_folder_is_the_library_convention(fitted, tmp_path: Path) -> None:
     assert cli_boundaries_path(tmp_path / "ids") == path          # the CLI's name still works
     with pytest.raises(FileNotFoundError, match="identity fit"):
         IdentityBoundaries.load(tmp_path / "none")
+
+
+# --- sigma: the store's spread along each normal -------------------------------------------------
+
+def planted_store(path: Path, n: int = 512, dim: int = 16) -> tuple[dict[str, np.ndarray], Path]:
+    """A two-shard store of the planted problem, latents in W scaled by 0.3 (a W-like spread)."""
+    data, _ = planted(n=n, dim=dim, k=4)
+    data["latents"] = (0.3 * data["latents"]).astype(np.float32)
+    spec = StoreSpec(generator="g", z_dim=dim, w_dim=dim, shard_size=n // 2, identity=("sface",),
+                     seed_start=SEED0)
+    store = LatentStore.create(path, spec, n=n, command=["test"])
+    for i in range(2):
+        rows = slice(n // 2 * i, n // 2 * (i + 1))
+        store.write_shard(i, {"seeds": data["seeds"][rows], "w": data["latents"][rows],
+                              "z": data["latents"][rows] / 0.3,
+                              "identity/sface": data["embeddings"][rows]})
+    return data, path
+
+
+def test_sigma_is_the_std_of_the_samples_along_each_normal(problem, fitted, tmp_path: Path) -> None:
+    data, _ = problem
+    b = fitted["lda"]
+    want = np.std(data["latents"].astype(np.float64) @ b.normals.T.astype(np.float64), axis=0)
+    assert b.sigma is not None and b.sigma.dtype == np.float32 and b.sigma.shape == (6,)
+    np.testing.assert_allclose(b.sigma, want, rtol=1e-4)
+    assert 0.9 < b.sigma.min() and b.sigma.max() < 1.1          # X ~ N(0, I): unit spread
+    back = IdentityBoundaries.load(b.save(tmp_path / "ids"))
+    np.testing.assert_array_equal(back.sigma, b.sigma)
+    np.testing.assert_array_equal(back.select([int(b.seeds[3])]).sigma, b.sigma[[3]])
+    assert json.loads((tmp_path / "ids" / "summary.json").read_text())["sigma"]["median"] > 0.9
+    with pytest.raises(ValueError, match="sigma must hold 6 positive"):
+        IdentityBoundaries(b.seeds, b.normals, b.intercepts, b.latents, sigma=np.zeros(6))
+
+
+def test_a_file_without_sigma_gets_it_from_its_store_or_is_refused(tmp_path: Path) -> None:
+    from facelatent.boundaries.identity_fit import MissingSpreadError, ensure_sigma
+
+    data, store = planted_store(tmp_path / "store")
+    fitted_here = fit_identity_boundaries(store, references=3)
+    old = IdentityBoundaries(fitted_here.seeds, fitted_here.normals, fitted_here.intercepts,
+                             fitted_here.latents, provenance=fitted_here.provenance)
+    path = old.save(tmp_path / "old.npz")
+    with zipfile.ZipFile(path) as z:
+        assert "sigma.npy" not in z.namelist()               # as files from before sigma
+    loaded = IdentityBoundaries.load(path)
+    assert loaded.sigma is None
+    filled = ensure_sigma(loaded)
+    np.testing.assert_allclose(filled.sigma, fitted_here.sigma, rtol=1e-5)
+    assert 0.25 < filled.sigma.min() and filled.sigma.max() < 0.35     # 0.3 x N(0, I)
+    assert "computed from" in filled.provenance["sigma_source"]
+    assert ensure_sigma(fitted_here) is fitted_here
+    gone = IdentityBoundaries(old.seeds, old.normals, old.intercepts, old.latents,
+                              provenance={**old.provenance, "store": str(tmp_path / "moved")})
+    with pytest.raises(MissingSpreadError, match="--offset-units raw") as caught:
+        ensure_sigma(gone)
+    assert "\n" not in str(caught.value) and "moved" in str(caught.value)

@@ -12,13 +12,20 @@ The file is one compressed `.npz` written through `facelatent.io` (atomic, with 
     normals       float32 [R, D]  unit length
     intercepts    float32 [R]
     latents       float32 [R, D]  each reference's own latent
+    sigma         float32 [R]     optional: std of the store's latents along each normal (raw
+                                  units); files written before it existed load without it
     space, model  str             "w" or "z"; the recogniser that labelled the candidates
     provenance    JSON object     store, command, solver, labels, ...
     metric.<name> [R]             one array per name of `METRICS`
 
 `identity fit` writes a folder: `boundaries.npz` (`BOUNDARIES_FILE`) and `summary.json`.
 `IdentityBoundaries.load` and `save` take the folder or the file (`boundaries_path`). The fitting
-is `facelatent.boundaries.identity_fit`.
+is `facelatent.boundaries.identity_fit`; `ensure_sigma` there fills `sigma` of an older file
+from the store its provenance names.
+
+`sigma` is the unit of offsets along a normal: how far the store's own samples spread along
+it. In MobileStyleGAN's W that is about 0.3 raw units, so a raw offset means nothing until it
+is read against it; `facelatent dataset build --max-off` counts in sigma by default.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from facelatent.errors import FileFormatError
 from facelatent.io import jsonable, load_npz, save_npz, write_json
 
 __all__ = ["BOUNDARIES_FILE", "FORMAT", "METRICS", "SUMMARY_FILE", "IdentityBoundaries",
-           "boundaries_path"]
+           "boundaries_path", "spread_along"]
 
 FORMAT = "facelatent.identity-boundaries"
 FORMAT_VERSION = 1
@@ -46,6 +53,23 @@ METRICS = ("train_accuracy", "val_accuracy", "n_same", "n_different", "reference
 UNIT_TOLERANCE = 1e-4
 _KIND = "an identity boundary file (from `facelatent identity fit`)"
 _REQUIRED = ("seeds", "normals", "intercepts", "latents", "space", "model", "provenance")
+_OPTIONAL = ("sigma",)
+
+
+def spread_along(covariance: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Standard deviation of samples along each direction -> float64 [K].
+
+    covariance [D, D]: the samples' covariance (population, ddof 0); directions [K, D] or [D],
+    renormalised here. `sqrt(d^T C d)` equals `np.std(latents @ d)` without the [N, K]
+    projections, so the spread of thousands of directions costs one [K, D] x [D, D] product.
+    """
+    c = np.asarray(covariance, dtype=np.float64)
+    d = np.atleast_2d(np.asarray(directions, dtype=np.float64))
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or d.shape[1] != c.shape[0]:
+        raise ValueError(f"expected covariance [D, D] and directions [K, D], got "
+                         f"{list(c.shape)} and {list(d.shape)}")
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    return np.sqrt(np.maximum(np.einsum("kd,de,ke->k", d, c, d), 0.0))
 
 
 def boundaries_path(path: str | os.PathLike[str]) -> Path:
@@ -72,6 +96,7 @@ class IdentityBoundaries:
     model: str = "sface"        # the face recogniser that labelled the candidates
     metrics: dict[str, np.ndarray] = field(default_factory=dict)   # name -> [R]
     provenance: dict[str, Any] = field(default_factory=dict)       # store, command, solver, ...
+    sigma: np.ndarray | None = None   # float32 [R], std of the store along each normal; None = unknown
 
     def __post_init__(self) -> None:
         seeds = np.asarray(self.seeds)
@@ -108,6 +133,12 @@ class IdentityBoundaries:
             if values.shape != (r,):
                 raise ValueError(f"metric {name!r} must have shape [{r}], got {list(values.shape)}")
             metrics[str(name)] = values
+        if self.sigma is not None:
+            sigma = np.asarray(self.sigma, dtype=np.float64)
+            if sigma.shape != (r,) or not (np.isfinite(sigma).all() and (sigma > 0).all()):
+                raise ValueError(f"sigma must hold {r} positive finite spreads (one per "
+                                 f"reference), got shape {list(sigma.shape)}")
+            self.sigma = sigma.astype(np.float32)
         self.seeds = seeds.astype(np.int64)
         self.normals = (normals / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
         self.intercepts = intercepts.astype(np.float32)
@@ -150,16 +181,21 @@ class IdentityBoundaries:
         rows = np.array([self.index(s) for s in np.asarray(seeds).reshape(-1)], dtype=np.int64)
         return IdentityBoundaries(self.seeds[rows], self.normals[rows], self.intercepts[rows],
                                   self.latents[rows], self.space, self.model,
-                                  {k: v[rows] for k, v in self.metrics.items()}, self.provenance)
+                                  {k: v[rows] for k, v in self.metrics.items()}, self.provenance,
+                                  None if self.sigma is None else self.sigma[rows])
 
     def summary(self) -> dict[str, Any]:
-        """Counts, space, labelling model, validation accuracy (median, mean, min, max) and the
-        fit's time, as plain JSON values."""
+        """Counts, space, labelling model, validation accuracy (median, mean, min, max), the
+        spread along the normals (median, min, max; empty when unknown) and the fit's time, as
+        plain JSON values."""
         val = np.asarray(self.metrics.get("val_accuracy", []), dtype=np.float64)
         stats = ({"median": float(np.median(val)), "mean": float(val.mean()),
                   "min": float(val.min()), "max": float(val.max())} if val.size else {})
+        sigma = ({} if self.sigma is None else
+                 {"median": float(np.median(self.sigma)), "min": float(self.sigma.min()),
+                  "max": float(self.sigma.max())})
         return {"references": len(self), "space": self.space, "label_model": self.model,
-                "solver": self.provenance.get("solver"), "val_accuracy": stats,
+                "solver": self.provenance.get("solver"), "val_accuracy": stats, "sigma": sigma,
                 "fit_seconds": float(self.provenance.get("fit_seconds", 0.0))}
 
     # --- files -----------------------------------------------------------------------------
@@ -174,6 +210,8 @@ class IdentityBoundaries:
             "provenance": np.str_(json.dumps(jsonable(self.provenance), sort_keys=True)),
         }
         arrays.update({f"metric.{k}": v for k, v in self.metrics.items()})
+        if self.sigma is not None:
+            arrays["sigma"] = self.sigma
         save_npz(target, arrays, format=FORMAT, version=FORMAT_VERSION, compressed=True)
         if target != Path(path):
             write_json(target.parent / SUMMARY_FILE,
@@ -191,13 +229,15 @@ class IdentityBoundaries:
                                     "`facelatent identity fit` (or fit_identity_boundaries)")
         values = load_npz(path, format=FORMAT, max_version=FORMAT_VERSION, kind=_KIND)
         missing = [k for k in _REQUIRED if k not in values]
-        unknown = sorted(k for k in values if k not in _REQUIRED and not k.startswith("metric."))
+        unknown = sorted(k for k in values if k not in _REQUIRED + _OPTIONAL
+                         and not k.startswith("metric."))
         if missing or unknown:
             raise FileFormatError(f"{path}: missing keys {missing}, unknown keys {unknown}")
         try:
             provenance = json.loads(str(values["provenance"]))
             metrics = {k[len("metric."):]: v for k, v in values.items() if k.startswith("metric.")}
             return cls(values["seeds"], values["normals"], values["intercepts"], values["latents"],
-                       str(values["space"]), str(values["model"]), metrics, provenance)
+                       str(values["space"]), str(values["model"]), metrics, provenance,
+                       values.get("sigma"))
         except (ValueError, TypeError) as exc:   # json.JSONDecodeError is a ValueError
             raise FileFormatError(f"{path}: {exc}") from None
