@@ -1,6 +1,7 @@
 """`facelatent convert` of InterFaceGAN's ``pggan:`` and ``stylegan1:`` checkpoints: the folder
 loads back as ``converted:DIR`` and computes the same images bit for bit (Z, and for StyleGAN
-W+ and InterFaceGAN's first-rows truncation); a tampered config is refused before building."""
+W+ and InterFaceGAN's first-rows truncation); StyleGAN's configured truncation (the default, or
+a ``?truncation=`` option) goes with it; a tampered config is refused before building."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from generator_checks import relative_error
 
 from facelatent.cli import main
 from facelatent.errors import FileFormatError
@@ -53,7 +56,7 @@ def _images(G: PGGAN | StyleGAN1) -> list[torch.Tensor]:
         out = [w, G.synthesis(w)]
         if isinstance(G, StyleGAN1):
             wplus = G.mapping(z_from_seeds(range(10, 10 + G.num_ws), G.z_dim)).unsqueeze(0)
-            wp = G.truncate_layers(w.unsqueeze(1).repeat(1, G.num_ws, 1))
+            wp = G.truncate_layers(w.unsqueeze(1).repeat(1, G.num_ws, 1), 0.7, 8)
             out += [G.synthesis(wplus), wp, G.synthesis(wp)]
         return out
 
@@ -83,6 +86,7 @@ def test_converted_interfacegan_matches_the_original_bit_for_bit(tmp_path: Path,
 def test_the_folder_records_the_architecture(converted: dict[str, Path]) -> None:
     config = json.loads((converted["stylegan1"] / CONFIG_FILE).read_text())
     assert config["config"]["mapping_widths"] == [48, *[40] * 7, 32]
+    assert (config["config"]["truncation_psi"], config["config"]["truncation_layers"]) == (0.7, 8)
     assert config["config"]["layout"] == {"widths": [32, 32, 16, 16, 8],
                                           "fused": [True] * 4, "lod": 0.0, "img_channels": 3}
     assert config["num_ws"] == 10 and config["resolution"] == 64
@@ -91,6 +95,39 @@ def test_the_folder_records_the_architecture(converted: dict[str, Path]) -> None
     pggan = json.loads((converted["pggan"] / CONFIG_FILE).read_text())
     assert pggan["config"]["z_dim"] == 32 and pggan["w_avg"].startswith("zero")
     assert load_converted(converted["pggan"]).w_avg_source.startswith("zero")
+
+
+@pytest.mark.parametrize(("option", "psi", "layers"), [
+    ("", 0.7, 8), ("?truncation=off", 1.0, 0), ("?truncation=0.5,4", 0.5, 4)])
+def test_the_configured_truncation_round_trips(tmp_path: Path, option: str, psi: float,
+                                               layers: int) -> None:
+    """The converted generator truncates as its source did: synthesis(mapping(z)) bit for bit,
+    and (for the default and off) InterFaceGAN's psi-0.7-on-8-rows and psi-1 images."""
+    source = f"stylegan1:{SOURCES['stylegan1']}{option}"
+    result = convert_generator(source, tmp_path / "out")
+    original, loaded = get_generator(source), load_converted(tmp_path / "out")
+    assert isinstance(loaded, StyleGAN1) and loaded.cfg == original.cfg
+    assert (loaded.truncation_psi, loaded.truncation_layers) == (psi, layers)
+    config = json.loads(result.config.read_text())
+    assert config["source"]["file"] == SOURCES["stylegan1"].name          # not the option
+    assert config["config"]["truncation_psi"] == psi
+    with np.load(SOURCES["stylegan1"].with_suffix(".npz")) as ref:
+        z, w_in = torch.from_numpy(ref["z"]), torch.from_numpy(ref["w_in"])
+        official = {0.7: ref["img_z_psi07"], 1.0: ref["img_z_psi1"]}
+    with torch.no_grad():
+        image = loaded.synthesis(loaded.mapping(z))
+        assert torch.equal(image, original.synthesis(original.mapping(z)))
+        assert torch.equal(loaded.synthesis(w_in), original.synthesis(w_in))
+    if psi in official:
+        assert relative_error(image, official[psi]) <= 1e-4
+
+
+def test_a_converted_stylegan1_refuses_psi_on_top_of_its_truncation(
+        converted: dict[str, Path]) -> None:
+    G = load_converted(converted["stylegan1"])
+    with pytest.raises(ValueError, match=r"truncate twice; .*convert the checkpoint again from "
+                                         r"stylegan1:PATH\?truncation=off"):
+        G.mapping(z_from_seeds([0], G.z_dim), truncation_psi=0.5)
 
 
 def _tampered(source: Path, folder: Path, edit) -> Path:
@@ -127,6 +164,13 @@ def _set(path: str, value: object):
     ("stylegan1", _set("mapping_widths", [2**20, 32]), "integers from 1 to 8192"),
     ("stylegan1", _set("mapping_widths", [48, *[40] * 6, 32]), "tensors do not fit"),
     ("stylegan1", _set("layout.img_channels", 4), "tensors do not fit"),
+    ("stylegan1", _set("truncation_layers", 11), "truncation_layers must be .* from 0 to 10"),
+    ("stylegan1", _set("truncation_layers", 1.5), "truncation_layers must be an integer, got"),
+    ("stylegan1", _set("truncation_layers", None), "truncation_layers must be an integer, got"),
+    ("stylegan1", _set("truncation_psi", "0.7"), "truncation_psi must be a finite number"),
+    ("stylegan1", _set("truncation_psi", True), "truncation_psi must be a finite number"),
+    # the truncation does not show in the shapes either: the metadata copy refuses the edit
+    ("stylegan1", _set("truncation_psi", 1.0), "differs from the one recorded in model"),
     # shapes cannot show these; the config copy in the weights' (sha256-checked) metadata does
     ("stylegan1", _set("layout.fused", [False] * 4), "differs from the one recorded in model"),
     ("pggan", _set("layout.lod", 1.0), "differs from the one recorded in model.safetensors"),

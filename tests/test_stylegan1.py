@@ -3,7 +3,9 @@
 Parity: tests/fixtures/interfacegan_models holds two small random-weight StyleGANs built and
 saved by InterFaceGAN's own code, with the images its wrapper made from them (see the README
 there). Ours must reproduce every image within 1e-4 of its largest magnitude through Z and W
-(truncation psi 1, and 0.7 on the first 8 rows as InterFaceGAN configures it) and W+.
+(truncation psi 1, and 0.7 on the first 8 rows as InterFaceGAN configures it) and W+. The
+truncation is the generator's own (synthesis of a single w, default on; ``?truncation=off``
+switches it off), so ``synthesis(mapping(z))`` is InterFaceGAN's image of z.
 The refusal of a `.pth` that runs code is tested for both InterFaceGAN families in
 test_pggan.py.
 """
@@ -15,17 +17,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from generator_checks import check_images, check_synthesis, with_reference
+from generator_checks import (
+    check_images,
+    check_synthesis,
+    generate_refuses,
+    relative_error,
+    with_reference,
+)
+from PIL import Image
 
 from facelatent.cli import main
 from facelatent.errors import FileFormatError
 from facelatent.generators import Generator, get_generator
 from facelatent.generators.base import z_from_seeds
-from facelatent.generators.stylegan1 import StyleGAN1, load_stylegan1
+from facelatent.generators.stylegan1 import StyleGAN1, load_stylegan1, parse_spec
+from facelatent.images import to_uint8
 
 FIXTURES = Path(__file__).parent / "fixtures" / "interfacegan_models"
 NETS = ("stylegan_res32", "stylegan_res64_fused")
 TAGS = {1.0: "psi1", 0.7: "psi07"}
+OTHER = {1.0: 0.7, 0.7: 1.0}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,34 +48,72 @@ def net(request: pytest.FixtureRequest) -> tuple[StyleGAN1, dict[str, np.ndarray
     return with_reference(G, FIXTURES / f"{request.param}.npz")
 
 
+def _configured(G: StyleGAN1, psi: float) -> StyleGAN1:
+    """``G`` for psi 0.7 (the default configuration); loaded again with ?truncation=off for 1."""
+    if psi == 0.7:
+        return G
+    off = get_generator(f"{G.name}?truncation=off")
+    assert isinstance(off, StyleGAN1) and not off.truncates
+    return off
+
+
 # -- parity with InterFaceGAN's code ------------------------------------------------------------
 @pytest.mark.parametrize("psi", [1.0, 0.7])
 def test_z_path_matches_the_official_code(net, psi: float) -> None:
+    """synthesis(mapping(z)): the default configuration is InterFaceGAN's psi 0.7 on the first
+    8 rows, ?truncation=off its psi 1; w itself is their untruncated w either way."""
     G, ref = net
+    G = _configured(G, psi)
     z = z_from_seeds(ref["seeds"].tolist(), G.z_dim)
     np.testing.assert_array_equal(z.numpy(), ref["z"])
     with torch.no_grad():
         w = G.mapping(z)
-        ws = G.truncate_layers(w, psi)
-        images = G.synthesis(ws)
+        images = G.synthesis(w)
     np.testing.assert_allclose(w.numpy(), ref["w_psi1"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(ws.numpy(), ref[f"wp_{TAGS[psi]}"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(G.truncate_layers(w).numpy(), ref[f"wp_{TAGS[psi]}"], rtol=0,
+                               atol=1e-5)
     check_images(images, ref[f"img_z_{TAGS[psi]}"])
+    other = ref[f"img_z_{TAGS[OTHER[psi]]}"]    # the other setting's image is far away
+    assert relative_error(images, other) > 100 * relative_error(images, ref[f"img_z_{TAGS[psi]}"])
 
 
 @pytest.mark.parametrize("psi", [1.0, 0.7])
 def test_w_path_matches_the_official_code(net, psi: float) -> None:
+    """A single w (here 1.3 x their w) is truncated by synthesis, as their W path does."""
     G, ref = net
+    G = _configured(G, psi)
+    w = torch.from_numpy(ref["w_in"])
     with torch.no_grad():
-        ws = G.truncate_layers(torch.from_numpy(ref["w_in"]), psi)
-        images = G.synthesis(ws)
-    np.testing.assert_allclose(ws.numpy(), ref[f"wp_w_{TAGS[psi]}"], rtol=0, atol=1e-6)
+        images = G.synthesis(w)
+    np.testing.assert_allclose(G.truncate_layers(w).numpy(), ref[f"wp_w_{TAGS[psi]}"], rtol=0,
+                               atol=1e-6)
     check_images(images, ref[f"img_w_{TAGS[psi]}"])
 
 
-def test_wplus_path_matches_the_official_code(net) -> None:
+@pytest.mark.parametrize("psi", [1.0, 0.7])
+def test_explicit_first_rows_truncation_matches_the_official_code(net, psi: float) -> None:
+    """truncate_layers with an explicit psi, drawn as W+ (untruncated), on any configuration."""
     G, ref = net
+    with torch.no_grad():
+        ws = G.truncate_layers(G.mapping(torch.from_numpy(ref["z"])), psi, layers=8)
+        images = G.synthesis(ws)
+    np.testing.assert_allclose(ws.numpy(), ref[f"wp_{TAGS[psi]}"], rtol=0, atol=1e-5)
+    check_images(images, ref[f"img_z_{TAGS[psi]}"])
+
+
+def test_wplus_path_matches_the_official_code(net) -> None:
+    """W+ codes are used as given: the default (truncating) generator and ?truncation=off
+    draw them identically, and as InterFaceGAN's WP path does."""
+    G, ref = net
+    assert G.truncates
     check_synthesis(G, ref["wplus_in"], ref["img_wplus"])
+    wplus = torch.from_numpy(ref["wplus_in"])
+    with torch.no_grad():
+        assert torch.equal(G.synthesis(wplus), _configured(G, 1.0).synthesis(wplus))
+        w = wplus[:, 0]
+        broadcast = w[:, None].expand(-1, G.num_ws, -1)     # the same w on every row, as W+
+        assert not torch.allclose(G.synthesis(broadcast), G.synthesis(w), atol=1e-3)
+        assert torch.equal(G.synthesis(G.truncate_layers(w)), G.synthesis(w))
 
 
 def test_a_level_of_detail_matches_the_official_code(net, tmp_path: Path) -> None:
@@ -141,19 +190,83 @@ def test_architecture_of_the_official_tables(tmp_path: Path, resolution: int) ->
     assert G.cfg.layout.fused == tuple(2**i >= 128 for i in range(3, log2 + 1))
 
 
-def test_truncation_of_the_contract_and_of_interfacegan() -> None:
-    G = load_stylegan1(FIXTURES / "stylegan_res64_fused.pth")
+def test_the_configured_truncation_and_the_contracts_psi() -> None:
+    path = FIXTURES / "stylegan_res64_fused.pth"
+    G = load_stylegan1(path)
+    assert (G.truncation_psi, G.truncation_layers, G.truncates) == (0.7, 8, True)
+    assert G.name == f"stylegan1:{path}"
+    assert load_stylegan1(FIXTURES / "stylegan_res32.pth").truncation_layers == 8   # all rows
     z = z_from_seeds([3, 4], G.z_dim)
     with torch.no_grad():
         w = G.mapping(z)
-        torch.testing.assert_close(G.mapping(z, truncation_psi=0.7),
+        ws = G.truncate_layers(w)                                    # InterFaceGAN's rows
+        with pytest.raises(ValueError, match=r"truncation_psi \(--psi\) is 0.7, but stylegan1:.*"
+                           r"first 8 of 10 style rows .* by psi 0.7 .*truncate twice; keep "
+                           r"--psi 1 .*or load stylegan1:.*\.pth\?truncation=off") as info:
+            G.mapping(z, truncation_psi=0.7)
+        assert "\n" not in str(info.value)
+        off = load_stylegan1(path, truncation_psi=1.0)
+        assert not off.truncates and off.name == f"stylegan1:{path}?truncation=1.0,8"
+        torch.testing.assert_close(off.mapping(z, truncation_psi=0.7),
                                    G.w_avg + 0.7 * (w - G.w_avg))        # every row
-        ws = G.truncate_layers(w, 0.7)                                   # InterFaceGAN's rows
-    assert G.truncation_layers == 8
+        assert torch.equal(off.synthesis(w), G.synthesis(w[:, None].expand(-1, 10, -1)))
     pulled = G.w_avg + 0.7 * (w - G.w_avg)
     torch.testing.assert_close(ws[:, :8], pulled[:, None].expand(-1, 8, -1))
     torch.testing.assert_close(ws[:, 8:], w[:, None].expand(-1, 2, -1), rtol=0, atol=1e-6)
     assert (ws[:, :8] - w[:, None]).abs().max() > 0.1
+
+
+@pytest.mark.parametrize(("option", "psi", "layers", "name"), [
+    ("", 0.7, 8, ""),
+    ("?truncation=off", 1.0, 0, "?truncation=off"),
+    ("?truncation=OFF", 1.0, 0, "?truncation=off"),
+    ("?truncation=0.5", 0.5, 8, "?truncation=0.5,8"),
+    ("?truncation=0.5,4", 0.5, 4, "?truncation=0.5,4"),
+    ("?truncation=0.7,8", 0.7, 8, ""),
+    ("?truncation=-0.25,10", -0.25, 10, "?truncation=-0.25,10"),
+    ("?truncation=1,3", 1.0, 3, "?truncation=1.0,3"),
+])
+def test_the_truncation_option_of_the_spec(option: str, psi: float, layers: int,
+                                           name: str) -> None:
+    path = FIXTURES / "stylegan_res64_fused.pth"
+    G = get_generator(f"stylegan1:{path}{option}")
+    assert isinstance(G, StyleGAN1)
+    assert (G.truncation_psi, G.truncation_layers) == (psi, layers)
+    assert G.name == f"stylegan1:{path}{name}"
+    again = get_generator(G.name)                     # a store's record builds it again
+    assert isinstance(again, StyleGAN1) and again.cfg == G.cfg
+    w = torch.from_numpy(np.load(FIXTURES / "stylegan_res64_fused.npz")["w_in"])
+    with torch.no_grad():
+        expected = G.synthesis(G.truncate_layers(w, psi, layers))
+        assert torch.equal(G.synthesis(w), expected)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("?truncation=", "must be PSI, PSI,LAYERS or off .*got ''"),
+    ("?truncation=strong", "must be PSI, PSI,LAYERS or off .*got 'strong'"),
+    ("?truncation=0.7,eight", "must be PSI, PSI,LAYERS or off"),
+    ("?truncation=nan", "must be PSI, PSI,LAYERS or off"),
+    ("?truncation=inf,8", "must be PSI, PSI,LAYERS or off"),
+    ("?truncation=0.7,11", (r"truncation_layers must be an integer from 0 to 10 \(this "
+                            r"network's num_ws\), got 11")),
+    ("?truncation=0.7,-1", "truncation_layers must be an integer from 0 to 10"),
+])
+def test_a_bad_truncation_option_is_one_clear_error(tmp_path: Path, option: str, message: str,
+                                                    capsys) -> None:
+    model = f"stylegan1:{FIXTURES / 'stylegan_res64_fused.pth'}{option}"
+    with pytest.raises(ValueError, match=message):
+        get_generator(model)
+    assert message.split(" ")[0] in generate_refuses(model, tmp_path / "out", capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_parse_spec() -> None:
+    assert parse_spec("a/b.pth") == ("a/b.pth", None, None)
+    assert parse_spec("a?b.pth") == ("a?b.pth", None, None)        # a '?' of the file name
+    assert parse_spec("a.pth?truncation=0.6,2") == ("a.pth", 0.6, 2)
+    assert parse_spec("a.pth?truncation=off") == ("a.pth", 1.0, 0)
+    with pytest.raises(ValueError, match=r"names no file; expected stylegan1:PATH"):
+        parse_spec("?truncation=off")
 
 
 def test_noise_modes() -> None:
@@ -175,8 +288,8 @@ def test_batched_equals_one_by_one() -> None:
     G = load_stylegan1(FIXTURES / "stylegan_res64_fused.pth")
     z = z_from_seeds([5, 6, 7], G.z_dim)
     with torch.no_grad():
-        batch = G(z, truncation_psi=0.7)
-        single = torch.cat([G(z[i: i + 1], truncation_psi=0.7) for i in range(3)])
+        batch = G(z)
+        single = torch.cat([G(z[i: i + 1]) for i in range(3)])
     assert float((batch - single).abs().max() / batch.abs().max()) <= 1e-5   # float rounding
 
 
@@ -201,7 +314,8 @@ def test_missing_extra_and_odd_tensors_are_refused(tmp_path: Path) -> None:
     state = torch.load(base, weights_only=True)
     state["truncation.truncation"] = torch.full((1, 8, 1), 0.5)   # their setting, if kept
     torch.save(state, tmp_path / "with-setting.pth")
-    assert load_stylegan1(tmp_path / "with-setting.pth").num_ws == 8
+    kept = load_stylegan1(tmp_path / "with-setting.pth")    # ignored, as InterFaceGAN's load()
+    assert (kept.num_ws, kept.truncation_psi, kept.truncation_layers) == (8, 0.7, 8)
 
 
 def test_a_pggan_file_named_as_stylegan1_points_to_pggan() -> None:
@@ -209,13 +323,49 @@ def test_a_pggan_file_named_as_stylegan1_points_to_pggan() -> None:
         load_stylegan1(FIXTURES / "pggan_res32.pth")
 
 
-def test_generate_takes_a_stylegan1_checkpoint(tmp_path: Path, capsys) -> None:
+def _generated(out: Path, seeds: list[int]) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(out / f"seed{s:04d}.png")) for s in seeds])
+
+
+def test_generate_draws_interfacegans_truncation_by_default(tmp_path: Path, capsys) -> None:
+    """`facelatent generate --model stylegan1:PATH` (psi 1, the default) writes InterFaceGAN's
+    psi-0.7-on-8-rows images and the untruncated w; ?truncation=off writes their psi-1 images."""
     path = FIXTURES / "stylegan_res64_fused.pth"
-    out = tmp_path / "faces"
+    with np.load(FIXTURES / "stylegan_res64_fused.npz") as ref:
+        seeds, official = ref["seeds"].tolist(), {psi: ref[f"img_z_{TAGS[psi]}"] for psi in TAGS}
+        w_official = ref["w_psi1"]
+    for option, psi in (("", 0.7), ("?truncation=off", 1.0)):
+        out = tmp_path / f"faces{psi}"
+        assert main(["generate", "--model", f"stylegan1:{path}{option}", "--seeds",
+                     ",".join(map(str, seeds)), "--out", str(out), "--device", "cpu"]) == 0
+        assert "wrote 2 images" in capsys.readouterr().out
+        pixels = _generated(out, seeds).astype(int)
+        expected = to_uint8(torch.from_numpy(official[psi])).astype(int)
+        assert np.abs(pixels - expected).max() <= 1                  # PNG rounding at most
+        other = to_uint8(torch.from_numpy(official[OTHER[psi]])).astype(int)
+        assert np.abs(pixels - other).max() > 20
+        with np.load(out / "latents.npz") as latents:
+            np.testing.assert_allclose(latents["w"], w_official, rtol=0, atol=1e-5)
+            assert str(latents["generator"]) == f"stylegan1:{path}{option}"
+
+
+def test_generate_with_psi_refuses_to_truncate_twice(tmp_path: Path, capsys) -> None:
+    """--psi with the configured truncation on is one line and nothing written; with it off,
+    --psi pulls every row: at 32x32 (8 rows, all truncated by InterFaceGAN) that is again
+    InterFaceGAN's psi-0.7 image."""
+    path = FIXTURES / "stylegan_res32.pth"
     assert main(["generate", "--model", f"stylegan1:{path}", "--seeds", "0-1", "--psi", "0.7",
-                 "--out", str(out), "--device", "cpu"]) == 0
-    assert "wrote 2 images" in capsys.readouterr().out
+                 "--out", str(tmp_path / "twice"), "--device", "cpu"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.startswith("facelatent:")]                    # not the progress bar's
+    assert len(err) == 1 and "truncate twice" in err[0] and "?truncation=off" in err[0]
+    assert not (tmp_path / "twice").exists()
+    out = tmp_path / "faces"
+    assert main(["generate", "--model", f"stylegan1:{path}?truncation=off", "--seeds", "0-1",
+                 "--psi", "0.7", "--out", str(out), "--device", "cpu"]) == 0
+    with np.load(FIXTURES / "stylegan_res32.npz") as ref:
+        expected = to_uint8(torch.from_numpy(ref["img_z_psi07"])).astype(int)
+        pulled = ref["w_avg"] + 0.7 * (ref["w_psi1"] - ref["w_avg"])
+    assert np.abs(_generated(out, [0, 1]).astype(int) - expected).max() <= 1
     with np.load(out / "latents.npz") as latents:
-        G = load_stylegan1(path)
-        expected = G.mapping(z_from_seeds([0, 1], G.z_dim), truncation_psi=0.7)
-        np.testing.assert_allclose(latents["w"], expected.numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(latents["w"], pulled, rtol=0, atol=1e-5)

@@ -8,6 +8,7 @@
     G = get_generator("converted:/models/ffhq-converted")            # `facelatent convert`'s output
     G = get_generator("pggan:/models/pggan_celebahq.pth")            # InterFaceGAN's PGGAN
     G = get_generator("stylegan1:/models/stylegan_ffhq.pth")         # InterFaceGAN's StyleGAN
+    G = get_generator("stylegan1:/models/stylegan_ffhq.pth?truncation=off")  # its truncation off
     w = G.mapping(z_from_seeds([0, 1], G.z_dim), truncation_psi=0.7)
     images = G.synthesis(w)                                          # [2, 3, 1024, 1024]
 """
@@ -31,11 +32,17 @@ from facelatent.generators.base import (
     z_from_seeds,
 )
 from facelatent.generators.converted import load_converted
-from facelatent.generators.mobilestylegan import FFHQ_1024, TINY, MobileStyleGAN, load_ir
+from facelatent.generators.mobilestylegan import (
+    FFHQ_1024,
+    TINY,
+    MobileStyleGAN,
+    load_ir,
+)
 from facelatent.generators.openvino import OpenVINOGenerator
 from facelatent.generators.pggan import PGGAN, load_pggan
 from facelatent.generators.rosinality import load_rosinality
 from facelatent.generators.stylegan1 import StyleGAN1, load_stylegan1
+from facelatent.generators.stylegan1 import parse_spec as parse_stylegan1_spec
 from facelatent.generators.stylegan2 import StyleGAN2, load_stylegan2_pickle
 from facelatent.generators.stylegan3 import StyleGAN3, load_stylegan3_pickle
 from facelatent.runtime import keep_freed_memory
@@ -122,5 +129,7 @@ def _pggan_file(path: str, device: torch.device, **_: object) -> PGGAN:
 
 @register_generator_prefix("stylegan1")
 def _stylegan1_file(path: str, device: torch.device, **_: object) -> StyleGAN1:
-    """InterFaceGAN's StyleGAN v1 `.pth` (a state dict), read with torch.load(weights_only=True)."""
-    return load_stylegan1(path).to(device)
+    """InterFaceGAN's StyleGAN v1 `.pth` (a state dict), read with torch.load(weights_only=True);
+    ``PATH?truncation=PSI,LAYERS`` (or ``=off``) sets the truncation synthesis applies."""
+    file, psi, layers = parse_stylegan1_spec(path)
+    return load_stylegan1(file, truncation_psi=psi, truncation_layers=layers).to(device)

@@ -12,6 +12,8 @@
   w_avg as used at conversion time. PGGAN and StyleGAN1 use the port's own ``state_dict`` names
   (``blocks.0.conv0.weight``, ``layers.3.noise_const``, ``_w_avg``): InterFaceGAN's names, and
   its fused kernels' ``[3, 3, in, out]`` order, are mapped once by the ``.pth`` loader;
+  StyleGAN1's configured truncation (``stylegan1:IN.pth?truncation=...``) is part of its
+  config, so the converted generator truncates as the source did;
 - ``config.json``: the port's configuration, family, num_ws, resolution, where w_avg came from,
   the source file's name and sha256, the weights file's sha256 and the facelatent version.
 
@@ -50,6 +52,7 @@ from facelatent.generators.base import get_generator
 from facelatent.generators.interfacegan import Layout
 from facelatent.generators.pggan import PGGAN, PGGANConfig
 from facelatent.generators.stylegan1 import StyleGAN1, StyleGAN1Config
+from facelatent.generators.stylegan1 import parse_spec as parse_stylegan1_spec
 from facelatent.generators.stylegan2 import StyleGAN2, StyleGAN2Config
 from facelatent.generators.stylegan3 import StyleGAN3, StyleGAN3Config, layer_plan
 from facelatent.io import atomic_path, open_checked, read_json, write_json
@@ -145,7 +148,13 @@ def _pggan_config(values: dict[str, Any]) -> PGGANConfig:
 def _stylegan1_config(values: dict[str, Any]) -> StyleGAN1Config:
     mapping = _ints(values["mapping_widths"], "mapping_widths", 1, _MAX_WIDTH,
                     (2, _MAX_MAPPING_LAYERS + 1))
-    return StyleGAN1Config(mapping_widths=mapping, layout=_layout(values["layout"]))
+    # The truncation synthesis applies to a single w: the config checks psi (a finite number)
+    # and the rows (0 to num_ws); None, its "InterFaceGAN's default", is no stored value.
+    layers = values["truncation_layers"]
+    if type(layers) is not int:
+        raise ValueError(f"truncation_layers must be an integer, got {layers!r}")
+    return StyleGAN1Config(mapping_widths=mapping, layout=_layout(values["layout"]),
+                           truncation_psi=values["truncation_psi"], truncation_layers=layers)
 
 
 def _nvidia_config(config: type[StyleGAN2Config | StyleGAN3Config]
@@ -307,6 +316,8 @@ def convert_generator(source: str, folder: str | Path, *, overwrite: bool = Fals
     if not colon or family not in CONVERTIBLE or not file:
         choices = " or ".join(f"{p}:PATH" for p in CONVERTIBLE)
         raise ValueError(f"source must be {choices} (a checkpoint file), got {source!r}")
+    if family == "stylegan1":     # stylegan1:PATH?truncation=...: the option is not the file
+        file = parse_stylegan1_spec(file)[0]
     out = Path(folder)
     if not overwrite and ((out / CONFIG_FILE).exists() or (out / WEIGHTS_FILE).exists()):
         raise FacelatentError(f"{out} already holds a converted generator; choose another folder "

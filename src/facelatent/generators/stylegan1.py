@@ -22,25 +22,35 @@ one per conv layer.
 Z handling, as InterFaceGAN does it: ``mapping(z)`` first rescales z onto the sphere of radius
 sqrt(z_dim) (their ``preprocess``), then runs the network, whose pixel norm does it again.
 
-Truncation: ``truncation.w_avg`` (TF's ``dlatent_avg``) is `w_avg`. InterFaceGAN truncates as
-NVIDIA's StyleGAN does: rows ``0 .. truncation_layers - 1`` of W+ (8 of 18 at 1024x1024) are
-pulled toward w_avg by psi 0.7, the others are not, on its Z and W paths (W+ is used as it is).
-That is `truncate_layers(w, 0.7)`, a W+ code; this generator's ``truncation_layers`` is 8.
-`mapping(z, truncation_psi)` returns one w ``[N, w_dim]`` under the Generator contract, so
-there psi acts on every row; its psi-1 w is InterFaceGAN's ``w`` (their W boundaries' space).
-InterFaceGAN's image of z is ``synthesis(truncate_layers(mapping(z), 0.7))``.
+Truncation, as InterFaceGAN configures it (a module of its generator between mapping and
+synthesis): `synthesis` of a single w ``[N, w_dim]`` first pulls the rows ``0 ..
+truncation_layers - 1`` of its W+ code toward `w_avg` (``truncation.w_avg``, TF's
+``dlatent_avg``) by ``truncation_psi``; the other rows are w itself. W+ codes ``[N, num_ws,
+w_dim]`` are used as given (InterFaceGAN's WP path), so inverted and W+-edited codes stay
+exact. The default is InterFaceGAN's ``model_settings``: psi 0.7 on the first 8 rows (8 of 18
+at 1024x1024, all of them at 32x32 and below). Its `.pth` files carry no setting (its
+converter drops ``truncation.truncation``, its loader overwrites one), so a file's
+``truncation.truncation`` is ignored; ``stylegan1:PATH?truncation=PSI,LAYERS`` (`parse_spec`;
+``PSI`` alone keeps 8 rows, ``off`` is psi 1) chooses another, and `facelatent convert` keeps
+it in the config.
+
+So W, what `mapping` returns and stores and boundaries hold, is InterFaceGAN's pre-truncation
+w (their ``w``, the space of their W boundaries), and ``synthesis(mapping(z))`` is their image
+of z. An edited w is truncated the same way when drawn, as InterFaceGAN draws its W edits.
+`truncate_layers(w)` is the W+ code that ``synthesis(w)`` draws: broadcast a w with it before
+editing single rows. `mapping(z, truncation_psi)` keeps the contract's meaning (every row
+pulled), but only with the configured truncation off: both at once is a `ValueError` rather
+than a face truncated twice.
 
 Noise: InterFaceGAN's ``randomize_noise=False``: each layer adds its stored noise buffer
 (``noise_mode = 'const'``, the default); ``'random'`` draws new noise, ``'none'`` adds none.
-A file's ``truncation.truncation`` (InterFaceGAN's per-row psi, which its loader replaces with
-its own configuration) is not part of the network and is ignored.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -62,7 +72,7 @@ from facelatent.generators.interfacegan import (
 )
 from facelatent.generators.stylegan_ops import fir_filter, upfirdn2d
 
-__all__ = ["StyleGAN1", "StyleGAN1Config", "load_stylegan1"]
+__all__ = ["StyleGAN1", "StyleGAN1Config", "load_stylegan1", "parse_spec"]
 
 GAIN = math.sqrt(2.0)        # He initialisation's gain, kept by the equalised learning rate
 MAPPING_LR = 0.01            # the mapping layers' learning-rate multiplier (NVIDIA's lrmul)
@@ -70,12 +80,15 @@ BLUR_TAPS = (1.0, 2.0, 1.0)  # the low-pass filter after each upsampling
 NOISE_MODES = ("const", "random", "none")
 TRUNCATION_LAYERS = 8        # InterFaceGAN's STYLEGAN_TRUNCATION_LAYERS (NVIDIA's cutoff)
 TRUNCATION_PSI = 0.7         # InterFaceGAN's STYLEGAN_TRUNCATION_PSI
+TRUNCATION_OPTION = "?truncation="   # stylegan1:PATH?truncation=PSI[,LAYERS] or =off
 
 
 @dataclass(frozen=True)
 class StyleGAN1Config:
     mapping_widths: tuple[int, ...]  # z_dim, then each dense layer's output; the last is w_dim
     layout: Layout                   # the synthesis blocks: widths, upsampling, level of detail
+    truncation_psi: float = TRUNCATION_PSI  # pull of a single w's first rows; 1 = off
+    truncation_layers: int | None = None    # rows it pulls; None = 8, at most num_ws
 
     @property
     def z_dim(self) -> int:
@@ -96,6 +109,16 @@ class StyleGAN1Config:
     def __post_init__(self) -> None:
         if len(self.mapping_widths) < 2:
             raise FileFormatError("StyleGAN needs at least one mapping layer")
+        psi, layers = self.truncation_psi, self.truncation_layers
+        if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not math.isfinite(psi):
+            raise ValueError(f"truncation_psi must be a finite number (1 = off), got {psi!r}")
+        if layers is None:       # frozen: the resolved default is written once, here
+            object.__setattr__(self, "truncation_layers", min(TRUNCATION_LAYERS, self.num_ws))
+        elif isinstance(layers, bool) or not isinstance(layers, int) \
+                or not 0 <= layers <= self.num_ws:
+            raise ValueError(f"truncation_layers must be an integer from 0 to {self.num_ws} "
+                             f"(this network's num_ws), got {layers!r}")
+        object.__setattr__(self, "truncation_psi", float(psi))
 
 
 class MappingNetwork(nn.Module):
@@ -177,7 +200,6 @@ class StyleGAN1(BufferedGenerator):
         self.cfg, self.name = cfg, name
         self.z_dim, self.w_dim = cfg.z_dim, cfg.w_dim
         self.num_ws, self.resolution = cfg.num_ws, cfg.resolution
-        self.truncation_layers = TRUNCATION_LAYERS   # rows truncate_layers pulls (see above)
         self.noise_mode = "const"                     # see the module docstring
         self.mapping_net = MappingNetwork(cfg.mapping_widths)
         layers, torgbs = [], []
@@ -192,29 +214,68 @@ class StyleGAN1(BufferedGenerator):
         self.layers, self.torgbs = nn.ModuleList(layers), nn.ModuleList(torgbs)
         self.register_buffer("_w_avg", torch.zeros(cfg.w_dim))
 
+    @property
+    def truncation_psi(self) -> float:
+        """How far `synthesis` pulls a single w's first rows toward `w_avg` (1 = not at all)."""
+        return float(self.cfg.truncation_psi)
+
+    @property
+    def truncation_layers(self) -> int:
+        """How many rows of a single w's W+ code `synthesis` pulls (the first ones)."""
+        assert self.cfg.truncation_layers is not None   # resolved by the config
+        return self.cfg.truncation_layers
+
+    @property
+    def truncates(self) -> bool:
+        """Whether `synthesis` changes a single w at all (InterFaceGAN's default: yes)."""
+        return self.truncation_psi != 1.0 and self.truncation_layers > 0
+
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         """z `[N, z_dim]` -> w `[N, w_dim]`: z onto its sphere (InterFaceGAN's preprocess), the
-        mapping network, then pulled toward `w_avg` by `truncation_psi` (every row; see
-        `truncate_layers` for InterFaceGAN's first-rows truncation)."""
+        mapping network, then pulled toward `w_avg` by `truncation_psi` on every row (the
+        contract's truncation). With the configured truncation on (`truncates`), psi must
+        stay 1: `synthesis` truncates w's first rows, and pulling w here as well would
+        truncate twice; a `ValueError` says so (load ``?truncation=off`` to use psi here)."""
         check_z(z, self.z_dim)
+        if truncation_psi != 1.0 and self.truncates:
+            raise ValueError(
+                f"truncation_psi (--psi) is {truncation_psi!r}, but {self.name} truncates "
+                f"already: its synthesis pulls the first {self.truncation_layers} of "
+                f"{self.num_ws} style rows of each w toward w_avg by psi "
+                f"{self.truncation_psi:g} (InterFaceGAN's setting), and both would truncate "
+                f"twice; keep --psi 1 for InterFaceGAN's images, or {self._off_hint()}")
         w = self.mapping_net(onto_sphere(z.to(self.device, torch.float32)))
         return truncate(w, self.w_avg, truncation_psi)
 
-    def truncate_layers(self, w: torch.Tensor, truncation_psi: float = TRUNCATION_PSI
-                        ) -> torch.Tensor:
-        """w `[N, w_dim]` -> W+ `[N, num_ws, w_dim]` with rows below `truncation_layers` pulled
-        toward `w_avg` by `truncation_psi` and the rest equal to w: InterFaceGAN's truncation
-        (psi 0.7, 8 rows by default)."""
+    def _off_hint(self) -> str:
+        if self.name.startswith("stylegan1:"):
+            path = parse_spec(self.name.partition(":")[2])[0]
+            return f"load stylegan1:{path}{TRUNCATION_OPTION}off to truncate with --psi alone"
+        return (f"convert the checkpoint again from stylegan1:PATH{TRUNCATION_OPTION}off to "
+                "truncate with --psi alone")
+
+    def truncate_layers(self, w: torch.Tensor, truncation_psi: float | None = None,
+                        layers: int | None = None) -> torch.Tensor:
+        """w `[N, w_dim]` (or W+ `[N, num_ws, w_dim]`) -> W+ `[N, num_ws, w_dim]` whose rows
+        below ``layers`` are pulled toward `w_avg` by ``truncation_psi`` and the others are
+        unchanged. The defaults are the configured ones, so ``truncate_layers(w)`` is the W+
+        code that ``synthesis(w)`` draws (psi 0.7 on 8 rows by default, InterFaceGAN's)."""
         ws = check_ws(w, self.w_dim, self.num_ws).to(self.device, torch.float32)
-        cut = max(0, int(self.truncation_layers))
-        return torch.cat([truncate(ws[:, :cut], self.w_avg, truncation_psi), ws[:, cut:]], dim=1)
+        psi = self.truncation_psi if truncation_psi is None else truncation_psi
+        cut = self.truncation_layers if layers is None else max(0, int(layers))
+        return torch.cat([truncate(ws[:, :cut], self.w_avg, psi), ws[:, cut:]], dim=1)
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         """ws `[N, w_dim]` or `[N, num_ws, w_dim]` -> images `[N, 3, res, res]`, nominally
-        [-1, 1]. Rows are used as given (no truncation: apply `truncate_layers` first)."""
+        [-1, 1]. A single w is drawn as `truncate_layers(w)` (the configured truncation of its
+        first rows, as InterFaceGAN draws its Z and W codes, edited ones included); W+ rows are
+        used as given."""
         if self.noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {self.noise_mode!r}")
+        single = isinstance(ws, torch.Tensor) and ws.ndim == 2
         ws = check_ws(ws, self.w_dim, self.num_ws).to(self.device, torch.float32)
+        if single and self.truncates:
+            ws = self.truncate_layers(ws)
         shown = shown_blocks(len(self.torgbs), self.cfg.layout.lod)
         x = None
         for i, layer in enumerate(self.layers[: 2 * shown]):
@@ -224,7 +285,6 @@ class StyleGAN1(BufferedGenerator):
         for _ in range(len(self.torgbs) - shown):
             img = upsample_nearest(img)
         return img
-
 
 
 # --- loading InterFaceGAN's .pth ----------------------------------------------------------------
@@ -282,16 +342,62 @@ def load_state(model: StyleGAN1, tensors: StateDict) -> None:
     tensors.finish()
 
 
-def load_stylegan1(path: str | Path) -> StyleGAN1:
+def parse_spec(spec: str) -> tuple[str, float | None, int | None]:
+    """The PATH of ``stylegan1:PATH`` and its truncation option: ``PATH`` (None, None: the
+    default), ``PATH?truncation=PSI`` (psi on the default rows), ``PATH?truncation=PSI,LAYERS``
+    or ``PATH?truncation=off`` (1.0, 0). Returns (path, psi, layers); a malformed option is a
+    `ValueError` that shows the accepted forms. The rows are checked against the network when
+    it is built."""
+    path, found, value = spec.rpartition(TRUNCATION_OPTION)
+    if not found:
+        return spec, None, None
+    if not path:
+        raise ValueError(f"stylegan1:{spec} names no file; expected stylegan1:PATH or "
+                         f"stylegan1:PATH{TRUNCATION_OPTION}PSI,LAYERS")
+    if value.strip().lower() == "off":
+        return path, 1.0, 0
+    psi_text, comma, layers_text = value.partition(",")
+    try:
+        psi = float(psi_text)
+        layers = int(layers_text) if comma else None
+    except ValueError:
+        psi = math.nan
+    if not math.isfinite(psi):
+        raise ValueError(f"stylegan1:{spec}: the truncation option must be PSI, PSI,LAYERS or "
+                         f"off (e.g. {TRUNCATION_OPTION}0.7,8, InterFaceGAN's), got {value!r}")
+    return path, psi, layers
+
+
+def spec_name(path: str | Path, cfg: StyleGAN1Config) -> str:
+    """``stylegan1:PATH``, with the truncation option when ``cfg``'s is not the default, so
+    that the name (which stores record) builds the same generator again."""
+    default = StyleGAN1Config(cfg.mapping_widths, cfg.layout)
+    psi, layers = cfg.truncation_psi, cfg.truncation_layers
+    if (psi, layers) == (default.truncation_psi, default.truncation_layers):
+        return f"stylegan1:{path}"
+    option = "off" if (psi, layers) == (1.0, 0) else f"{psi!r},{layers}"
+    return f"stylegan1:{path}{TRUNCATION_OPTION}{option}"
+
+
+def load_stylegan1(path: str | Path, *, truncation_psi: float | None = None,
+                   truncation_layers: int | None = None) -> StyleGAN1:
     """Build the StyleGAN generator saved in an InterFaceGAN ``.pth`` (e.g.
-    ``stylegan_ffhq.pth``), float32 on the CPU, named ``stylegan1:PATH``. Read with
-    ``torch.load(weights_only=True)``."""
+    ``stylegan_ffhq.pth``), float32 on the CPU, read with ``torch.load(weights_only=True)``.
+
+    ``truncation_psi`` and ``truncation_layers``: the truncation `synthesis` applies to a
+    single w's first rows (module docstring); None = InterFaceGAN's, psi 0.7 on 8 rows (at
+    most num_ws). psi 1.0 switches it off. Named ``stylegan1:PATH``, followed by
+    ``?truncation=PSI,LAYERS`` (or ``=off``) when not the default (`parse_spec`)."""
     path = Path(path)
     kind = "an InterFaceGAN StyleGAN checkpoint (.pth)"
     tensors = StateDict(read_state_dict(path, kind), str(path))
     if "layer0.conv.weight" in tensors.left:
         raise FileFormatError(f"{path} is an InterFaceGAN PGGAN checkpoint; load it as "
                               f"pggan:{path}")
-    model = StyleGAN1(config_from_state_dict(tensors), name=f"stylegan1:{path}")
+    cfg = config_from_state_dict(tensors)
+    cfg = replace(
+        cfg, truncation_psi=cfg.truncation_psi if truncation_psi is None else truncation_psi,
+        truncation_layers=truncation_layers)
+    model = StyleGAN1(cfg, name=spec_name(path, cfg))
     load_state(model, tensors)
     return model.eval().requires_grad_(False)
