@@ -369,3 +369,25 @@ def test_generate_with_psi_refuses_to_truncate_twice(tmp_path: Path, capsys) -> 
     assert np.abs(_generated(out, [0, 1]).astype(int) - expected).max() <= 1
     with np.load(out / "latents.npz") as latents:
         np.testing.assert_allclose(latents["w"], pulled, rtol=0, atol=1e-5)
+
+
+def test_a_layer_wise_edit_starts_from_the_face_synthesis_draws() -> None:
+    """A layer-wise edit broadcasts w to the W+ code synthesis(w) draws (its first rows
+    truncated), so strength 0 is the unedited face and a range moves only those rows."""
+    from facelatent.boundaries.boundary import Boundary
+    from facelatent.editing.apply import edit_images
+    from facelatent.generators.base import as_wplus
+
+    G = load_stylegan1(FIXTURES / "stylegan_res32.pth", truncation_layers=4)
+    rng = np.random.default_rng(0)
+    b = Boundary.from_direction(rng.standard_normal(G.w_dim), space="w", attribute="x")
+    with torch.no_grad():
+        plain = G.synthesis(G.mapping(z_from_seeds([5, 6], G.z_dim)))
+        ws = as_wplus(G, G.mapping(z_from_seeds([5, 6], G.z_dim)))
+    both = edit_images(G, [5, 6], b, [0.0, 2.0], layers="5-7", unit="raw")
+    assert relative_error(both[:, 0], plain.numpy()) < 1e-5
+    assert (both[:, 1] - plain).abs().max() > 1e-3
+    assert ws.shape == (2, G.num_ws, G.w_dim) and as_wplus(G, ws) is ws
+    off = load_stylegan1(FIXTURES / "stylegan_res32.pth", truncation_psi=1.0)
+    w = off.mapping(z_from_seeds([5], off.z_dim))
+    assert torch.equal(as_wplus(off, w), w[:, None].expand(-1, off.num_ws, -1))

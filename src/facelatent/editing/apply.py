@@ -44,7 +44,7 @@ from torch import Tensor
 
 from facelatent.boundaries.boundary import Boundary
 from facelatent.boundaries.conditional import condition
-from facelatent.generators.base import Generator
+from facelatent.generators.base import Generator, as_wplus
 from facelatent.images import resize
 from facelatent.latents.sampling import latents_for_seeds
 from facelatent.ranges import parse_layers
@@ -309,6 +309,8 @@ def edit_images(generator: Generator, seeds_or_latents: Sequence[int] | Latents,
     base = base_latents(generator, seeds_or_latents, boundary.space, truncation_psi,
                         truncation_space)
     wide = boundary.space != "z" and edit.get("layers") is not None
+    if wide:
+        base = as_wplus(generator, base)
     edited = edit_latents(base, boundary, strengths, num_ws=generator.num_ws if wide else None,
                           **edit)
     N, S = edited.shape[:2]

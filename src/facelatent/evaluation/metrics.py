@@ -53,7 +53,7 @@ from facelatent.faces.analysis import (
     FaceAnalyzer,
     resolve_attributes,
 )
-from facelatent.generators.base import Generator
+from facelatent.generators.base import Generator, as_wplus
 from facelatent.images import resize, to_uint8
 from facelatent.io import jsonable, write_json
 
@@ -311,6 +311,8 @@ def evaluate_edit(generator: Generator, analyzer: FaceAnalyzer, boundary: Bounda
     names = score_names(attributes if attributes is not None else DEFAULT_ATTRIBUTES)
     scale = resolve_sigma(boundary, sigma) if unit == "sigma" else None
     base = base_latents(generator, latents_or_seeds, boundary.space, truncation_psi, truncation_space)
+    if boundary.space != "z" and layers is not None:
+        base = as_wplus(generator, base)      # strength 0 draws the unedited face
     N, S = base.shape[0], len(s)
     run = dict(truncation_psi=truncation_psi, truncation_space=truncation_space, batch=batch,
                thumb_size=thumb_size, clamp=clamp, progress=progress)

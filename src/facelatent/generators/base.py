@@ -105,6 +105,20 @@ def check_ws(ws: torch.Tensor, w_dim: int, num_ws: int) -> torch.Tensor:
     return ws
 
 
+def as_wplus(generator: Generator, ws: torch.Tensor) -> torch.Tensor:
+    """The W+ code `[N, num_ws, w_dim]` that ``generator.synthesis(ws)`` draws: a single w
+    `[N, w_dim]` repeated per style input, or, for a generator that truncates its first rows
+    itself (StyleGAN v1 as InterFaceGAN draws it, ``truncate_layers``), those rows pulled
+    toward `w_avg` as its synthesis would. W+ codes are returned as given. Layer-wise edits
+    start from this, so strength 0 draws the unedited face."""
+    if ws.ndim == 3:
+        return ws
+    own = getattr(generator, "truncate_layers", None)
+    if own is not None:
+        return own(ws).to(ws.device, ws.dtype)
+    return ws[:, None].expand(-1, int(generator.num_ws), -1)
+
+
 def truncate(w: torch.Tensor, w_avg: torch.Tensor, truncation_psi: float) -> torch.Tensor:
     """`w_avg + psi * (w - w_avg)`; psi = 1 returns w unchanged."""
     if not np.isfinite(truncation_psi):

@@ -60,7 +60,7 @@ from torch import Tensor
 from facelatent.boundaries.boundary import Boundary
 from facelatent.faces.analysis import FaceAnalyzer
 from facelatent.faces.calibration import SAME_PERSON_THRESHOLD
-from facelatent.generators.base import Generator
+from facelatent.generators.base import Generator, as_wplus
 from facelatent.images import resize, to_uint8
 from facelatent.latents.sampling import latents_for_seeds
 from facelatent.mapping.baselines import (
@@ -186,7 +186,8 @@ def _evaluate_set(run: FaceMeter, name: str, images: Tensor, latents: Tensor | N
         return result
 
     num_ws = int(run.generator.num_ws)
-    w_id, w_attr = latents[pairs[:, 0]], latents[pairs[:, 1]]
+    w_id = as_wplus(run.generator, latents[pairs[:, 0]])      # the codes synthesis draws
+    w_attr = as_wplus(run.generator, latents[pairs[:, 1]])
     for k in crossovers:
         out, thumbs, _ = run.measure_latents(style_mix(w_id, w_attr, k, num_ws), keep)
         result.sweep[k] = pair_metrics(out, ident, attr)

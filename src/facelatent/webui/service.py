@@ -41,7 +41,7 @@ from facelatent.editing.apply import edit_latents, synthesize
 from facelatent.errors import FacelatentError
 from facelatent.faces.analysis import FaceAnalyzer
 from facelatent.faces.calibration import SAME_PERSON_THRESHOLD
-from facelatent.generators.base import Generator
+from facelatent.generators.base import Generator, as_wplus
 from facelatent.images import resize, to_uint8
 from facelatent.io import save_npz
 from facelatent.ranges import SEED_LIMIT, parse_layers
@@ -249,6 +249,8 @@ class EditorService:
             layers = edit.layers if edit.layers is not None else d.layers
             conditions = [self.directions[k].boundary for k in edit.keep_fixed if k != key]
             wide = layers is not None
+            if wide:
+                x = as_wplus(self.generator, x)
             x = edit_latents(x, d.boundary, [s], mode="relative", layers=layers,
                              conditions=conditions, unit="sigma", sigma=d.sigma,
                              num_ws=self.generator.num_ws if wide else None)[:, 0]
