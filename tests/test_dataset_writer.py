@@ -39,10 +39,12 @@ class Identities:
     space: str = "w"
     model: str = "sface"
     provenance: dict[str, Any] = field(default_factory=lambda: {"generator": TINY})
+    sigma: np.ndarray | None = None
 
     def shuffled(self, order: list[int]) -> Identities:
         return replace(self, seeds=self.seeds[order], normals=self.normals[order],
-                       intercepts=self.intercepts[order], latents=self.latents[order])
+                       intercepts=self.intercepts[order], latents=self.latents[order],
+                       sigma=None if self.sigma is None else self.sigma[order])
 
 
 def make_identities(k: int = 3) -> Identities:
@@ -77,8 +79,8 @@ def tiny_models() -> Models:
     return models()
 
 
-SETTINGS = DatasetSettings(per_identity=3, max_off=2.0, both_sides=True, classes_per_shard=4,
-                           batch=2)
+SETTINGS = DatasetSettings(per_identity=3, max_off=2.0, offset_units="raw", both_sides=True,
+                           classes_per_shard=4, batch=2)
 
 
 def table(root: Path) -> dict[str, np.ndarray]:
@@ -300,7 +302,8 @@ def test_sigkilled_dataset_build_resumes_to_the_uninterrupted_one(tmp_path: Path
     def command(out: Path) -> list[str]:
         return [sys.executable, "-c", "import sys; from facelatent.cli import main; "
                 "sys.exit(main(sys.argv[1:]))", "dataset", "build", "--identities", str(path),
-                "--per-identity", "3", "--max-off", "2", "--both-sides", "--classes-per-shard",
+                "--per-identity", "3", "--max-off", "2", "--offset-units", "raw", "--both-sides",
+                "--classes-per-shard",
                 "1", "--batch", "3", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cut = tmp_path / "cut"

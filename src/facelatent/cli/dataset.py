@@ -1,7 +1,7 @@
 """`facelatent dataset build|report` (ExFaceGAN).
 
     facelatent dataset build --identities runs/ffhq/identities --per-identity 50 --out data/synth
-    facelatent dataset report data/synth [--baseline data/synth-random] --out report.html
+    facelatent dataset report data/synth [--baseline data/synth-random] [--lfw LFW] --out r.html
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 from facelatent.cli.sample import ProgressBar, add_engine_arguments, engine_from_args
+from facelatent.datasets.sampling import SAMPLE_MODES
+from facelatent.datasets.shard import DEFAULT_MAX_OFF, OFFSET_UNITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,13 +29,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--per-identity", type=int, default=50, help="images per identity")
     p.add_argument("--identities-max", type=int, default=None, metavar="K",
                    help="use only the first K references (by seed); default: all")
-    p.add_argument("--max-off", type=float, default=10.0,
-                   help="offset scale in latent units (paper: |N(0, max_off)| along the normal). "
-                        "Mind the scale: in MobileStyleGAN's W the samples spread by about 0.3 "
-                        "along an identity normal, and faces break up beyond about 3.5")
-    p.add_argument("--mode", choices=("paper", "code", "random"), default="paper",
+    p.add_argument("--max-off", type=float, default=DEFAULT_MAX_OFF,
+                   help="offset scale (paper: |N(0, max_off)| along the normal), in "
+                        "--offset-units; default %(default)s sigma, the largest scale at which "
+                        "every measured image kept its face")
+    p.add_argument("--offset-units", choices=OFFSET_UNITS, default="sigma",
+                   help="sigma: times each normal's spread in the store (about 0.2-0.3 raw "
+                        "units in MobileStyleGAN's W); raw: latent units")
+    p.add_argument("--mode", choices=SAMPLE_MODES, default="paper",
                    help="paper; code (ExFaceGAN's elementwise U(0, max_off) x normal); random "
-                        "(the baseline: random directions, the paper's offset norms)")
+                        "(the baseline: random directions, the paper's offset norms); varied "
+                        "(paper plus pose, expression, age moves orthogonal to the identity "
+                        "normal, see --attributes)")
+    p.add_argument("--attributes", default=None, metavar="DIR",
+                   help="varied: a folder of attribute boundary files (boundary fit / sefa); "
+                        "default: yaw, pitch, smile and age fitted on the boundaries' store")
+    p.add_argument("--attribute-scale", type=float, default=1.0,
+                   help="varied: strength std as a multiple of the store's spread along each "
+                        "attribute direction")
     p.add_argument("--both-sides", action="store_true",
                    help="the other side of each boundary as a second identity")
     p.add_argument("--full-size", type=int, default=0, help="also write full images (pixels)")
@@ -55,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--baseline", default=None, help="a second dataset folder to compare with")
     p.add_argument("--model", choices=("sface", "dlib"), default=None,
                    help="recogniser to measure with (default: the one that did not label)")
+    p.add_argument("--lfw", default=None, metavar="DIR",
+                   help="LFW folder (pairs.txt and images): its own intra-class spread, scored "
+                        "by the same models, beside the datasets' (cached in the user cache)")
     p.add_argument("--out", default=None, help="HTML file (default: DATASET/report.html)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_report)
@@ -68,11 +84,14 @@ def run_build(args: argparse.Namespace) -> int:
     source = boundaries_path(args.identities)
     ids = IdentityBoundaries.load(source)
     settings = DatasetSettings(per_identity=args.per_identity, max_off=args.max_off,
-                               mode=args.mode, both_sides=args.both_sides, seed=args.seed,
+                               mode=args.mode, offset_units=args.offset_units,
+                               attribute_scale=args.attribute_scale,
+                               both_sides=args.both_sides, seed=args.seed,
                                full_size=args.full_size, batch=args.batch, device=args.device,
                                classes_per_shard=args.classes_per_shard)
     with engine_from_args(args) as engine, ProgressBar("dataset") as bar:
-        report = build_dataset(args.out, ids, settings, generator=args.model,
+        report = build_dataset(args.out, ids, settings, attributes=args.attributes,
+                               generator=args.model,
                                limit=args.identities_max, engine=engine,
                                source=str(source), progress=bar)
     if args.json:
@@ -91,7 +110,8 @@ def run_report(args: argparse.Namespace) -> int:
     from facelatent.datasets.report import build_quality_report
 
     out = Path(args.out) if args.out else Path(args.dataset) / "report.html"
-    summary = build_quality_report(args.dataset, out, baseline=args.baseline, model=args.model)
+    summary = build_quality_report(args.dataset, out, baseline=args.baseline, model=args.model,
+                                   lfw=args.lfw)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:

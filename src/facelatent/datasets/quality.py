@@ -29,7 +29,8 @@ import numpy as np
 from facelatent.io import read_json
 
 __all__ = ["DatasetTable", "OperatingPoint", "attribute_spreads", "dataset_quality", "det_curve",
-           "eer", "fnmr_at_fmr", "identity_collisions", "intra_class_spread", "measuring_model",
+           "eer", "fnmr_at_fmr", "identity_collisions", "identity_kept", "intra_class_spread",
+           "measuring_model",
            "read_dataset", "verification_scores"]
 
 # float64 entries of one block of a similarity matrix (32 MB): blocks keep N = 20,000 images
@@ -275,7 +276,8 @@ def attribute_spreads(attributes: Mapping[str, np.ndarray], labels: np.ndarray) 
 
 # -- reading --------------------------------------------------------------------------------------
 REQUIRED_COLUMNS = ("identity", "sample", "face", "path")
-NOT_ATTRIBUTES = ("offset", "offset_norm")  # float columns that are geometry, not scores
+NOT_ATTRIBUTES = ("offset", "offset_norm", "max_off_raw")  # float columns of geometry, not scores
+NOT_ATTRIBUTE_PREFIXES = ("strength_",)     # the varied mode's attribute steps (latent units)
 
 
 @dataclass(frozen=True, eq=False)
@@ -395,7 +397,8 @@ def read_dataset(path: str | Path, *, models: Sequence[str] | None = None) -> Da
     wanted = [c[len("embedding_"):] for c in names if c.startswith("embedding_")]
     fields = {f.name: f.type for f in table.schema}
     attributes = {c: np.asarray(table.column(c).to_numpy(), dtype=np.float64) for c in names
-                  if pa.types.is_floating(fields[c]) and c not in NOT_ATTRIBUTES}
+                  if pa.types.is_floating(fields[c]) and c not in NOT_ATTRIBUTES
+                  and not c.startswith(NOT_ATTRIBUTE_PREFIXES)}
 
     def text(c: str) -> np.ndarray:
         values = table.column(c).to_pylist() if c in names else [""] * n
@@ -429,6 +432,21 @@ def measuring_model(manifest: Mapping[str, Any]) -> tuple[str, str]:
         return "sface", "dataset.json records no label_model; sface by default"
     return "sface", (f"the identity boundaries were labelled with {label}, so sface measures them "
                      "independently")
+
+
+def identity_kept(genuine: np.ndarray, impostor: np.ndarray, model: str) -> dict[str, Any] | None:
+    """How many pairs `model` takes for one person at its LFW-calibrated threshold
+    (`facelatent.faces.calibration.SAME_PERSON_THRESHOLD`): {"threshold", "genuine_same" (share
+    of genuine pairs above it: the identity kept), "impostor_same" (share of impostor pairs
+    above it: identities merged)}. None for a recogniser without a calibrated threshold."""
+    from facelatent.faces.calibration import SAME_PERSON_THRESHOLD
+
+    if model not in SAME_PERSON_THRESHOLD:
+        return None
+    t = SAME_PERSON_THRESHOLD[model]
+    g, imp = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
+    return {"threshold": t, "genuine_same": _num((g > t).mean()) if g.size else None,
+            "impostor_same": _num((imp > t).mean()) if imp.size else None}
 
 
 def _num(x: float) -> float | None:
@@ -471,7 +489,7 @@ def dataset_quality(table: DatasetTable, model: str, *, max_impostor: int = 2_00
                              "max": int(per_class.max()) if per_class.size else 0},
         "genuine": _stats(genuine),
         "impostor": {**_stats(impostor), "total_pairs": total, "sampled": impostor.size < total},
-        "eer": None, "fnmr_at_fmr": {}, "collisions": None,
+        "eer": None, "fnmr_at_fmr": {}, "collisions": None, "identity_kept": None,
         "intra_class_spread": {k: _num(v) for k, v in
                                attribute_spreads(table.attributes, table.labels).items()},
     }
@@ -483,6 +501,7 @@ def dataset_quality(table: DatasetTable, model: str, *, max_impostor: int = 2_00
     for fmr in (1e-3, 1e-2):
         p = fnmr_at_fmr(genuine, impostor, fmr)
         q["fnmr_at_fmr"][f"{fmr:g}"] = {"fnmr": p.fnmr, "threshold": p.threshold, "resolved": p.resolved}
+    q["identity_kept"] = identity_kept(genuine, impostor, model)
     thr = q["fnmr_at_fmr"]["0.001"]["threshold"]
     found = identity_collisions(emb[ok], labels, thr)
     q["collisions"] = {"threshold": thr, "fmr": 1e-3, "count": len(found),

@@ -4,8 +4,9 @@
 
 Sections: the verification metrics of both datasets side by side (EER, FNMR at FMR = 1e-3 and
 1e-2, genuine and impostor score statistics, identity collisions), their genuine and impostor
-score histograms in one figure, their DET curves, the intra-class spread of every attribute, a
-grid of crops of each, and the manifest facts (sampling mode, offsets, label model, counts).
+score histograms in one figure, their DET curves, the intra-class spread of every attribute
+(beside LFW's own when its folder is given), the share of pairs the measuring recogniser takes
+for one person at its LFW-calibrated threshold, a grid of crops of each, and the manifest facts (sampling mode, offsets, label model, counts).
 Both datasets are measured with one recogniser, the one that did not label the dataset's
 identity boundaries (see `facelatent.datasets.quality.measuring_model`). Like
 `facelatent.evaluation.report`, CSS is inline and every image is a base64 `data:` URI.
@@ -171,13 +172,17 @@ def _metric_rows(q: Mapping[str, Any]) -> list[str]:
     pairs = q["classes"] * (q["classes"] - 1) // 2
     cells.append("-" if c is None else
                  f"{c['count']} of {pairs} class pairs (cos >= {_num(c['threshold'])})")
+    kept = q.get("identity_kept")
+    cells.append("-" if not kept else f"{_pct(kept['genuine_same'])} of genuine, "
+                 f"{_pct(kept['impostor_same'])} of impostor pairs (cos > {kept['threshold']:.4g})")
     return cells
 
 
 METRIC_NAMES = ("classes", "images with a face", "images without a face",
                 "images per class (min / median / max)", "genuine pairs", "genuine cos (mean ± std)",
                 "impostor pairs", "impostor cos (mean ± std)", "EER", "FNMR at FMR = 1e-3",
-                "FNMR at FMR = 1e-2", "identity collisions (at the FMR = 1e-3 threshold)")
+                "FNMR at FMR = 1e-2", "identity collisions (at the FMR = 1e-3 threshold)",
+                "same person at the LFW-calibrated threshold")
 
 
 def _metrics_section(measured: Sequence[Measured]) -> str:
@@ -199,19 +204,27 @@ def _metrics_section(measured: Sequence[Measured]) -> str:
     return "\n".join(out)
 
 
-def _spread_section(measured: Sequence[Measured]) -> str:
+def _spread_section(measured: Sequence[Measured], lfw: Mapping[str, Any] | None = None) -> str:
     names: list[str] = []
     for m in measured:
         names += [n for n in m.quality["intra_class_spread"] if n not in names]
     if not names:
         return "<p class='note'>No attribute scores in the metadata.</p>"
+    heads = ["attribute"] + [_e(m.label) for m in measured]
     rows = [[_e(n)] + [_num(m.quality["intra_class_spread"].get(n), "{:.4g}") for m in measured]
             for n in names]
-    return (_table(["attribute"] + [_e(m.label) for m in measured], rows,
-                   numeric=range(1, len(measured) + 1))
+    note = ""
+    if lfw is not None:
+        heads.append(_e(f"LFW ({lfw['people']} people, {lfw['faces_found']} photos)"))
+        for row, n in zip(rows, names):
+            row.append(_num(lfw["spreads"].get(n), "{:.4g}"))
+        note = (" LFW: the same scorers on LFW's pair-list photos of people with at least two, "
+                "the largest face of each photo: how much one real person varies.")
+    return (_table(heads, rows, numeric=range(1, len(heads)))
             + "<p class='note'>Mean over classes of the within-class standard deviation (NaNs "
               "ignored, classes with fewer than 2 values skipped): how much an identity varies in "
-              "pose, expression, age and the other scores. Higher = more varied classes.</p>")
+              "pose, expression, age and the other scores. Higher = more varied classes."
+            + _e(note) + "</p>")
 
 
 def _grids_section(measured: Sequence[Measured], identities: int, images: int) -> str:
@@ -236,7 +249,12 @@ def _facts_section(measured: Sequence[Measured]) -> str:
     parts = []
     for m in measured:
         man, t = m.table.manifest, m.table
-        offsets = {k: v for k, v in man.items() if k == "max_off" or "offset" in k.lower()}
+        offsets = {k: v for k, v in man.items()
+                   if (k == "max_off" or "offset" in k.lower()) and k != "max_off_raw"}
+        raw = np.asarray(man.get("max_off_raw") or [], dtype=np.float64)
+        if raw.size:     # one per class: summarised, not listed
+            offsets["max_off_raw (min / median / max over classes)"] = (
+                f"{raw.min():.4g} / {np.median(raw):.4g} / {raw.max():.4g}")
         finite = t.offset_norm[np.isfinite(t.offset_norm)]
         sides = dict(zip(*np.unique(t.side[t.side != ""], return_counts=True))) if t.side.size else {}
         rows = [("folder", _e(t.path)), ("sampling", _fact(man.get("sampling", "-"))),
@@ -256,7 +274,8 @@ def _facts_section(measured: Sequence[Measured]) -> str:
 
 def build_quality_report(dataset: str | Path, out: str | Path, *, baseline: str | Path | None = None,
                          model: str | None = None, grid_identities: int = 8, grid_images: int = 8,
-                         max_impostor: int = 2_000_000, seed: int = 0) -> dict[str, Any]:
+                         max_impostor: int = 2_000_000, seed: int = 0,
+                         lfw: str | Path | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write the quality report of the dataset folder `dataset` (beside `baseline` when given) to
     the HTML file `out`; returns the summary: {"report", "model", "model_reason", "dataset",
     "baseline"} with each dataset's `dataset_quality` dict (baseline None when not given).
@@ -264,9 +283,15 @@ def build_quality_report(dataset: str | Path, out: str | Path, *, baseline: str 
     model: the recogniser that measures both datasets; None = the one that did not label
     `dataset`'s identity boundaries ("dlib" when its label_model is "sface", else "sface").
     grid_identities x grid_images: the crops shown per dataset. max_impostor and seed: the
-    impostor pair sampling of `verification_scores`.
+    impostor pair sampling of `verification_scores`. lfw: LFW's folder (its spread measured by
+    `facelatent.datasets.lfw.lfw_spread`, cached) or that function's `as_dict()`, shown beside
+    the datasets' intra-class spread and returned as "lfw".
     """
     table = read_dataset(dataset)
+    if lfw is not None and not isinstance(lfw, Mapping):
+        from facelatent.datasets.lfw import lfw_spread
+
+        lfw = lfw_spread(lfw).as_dict()
     model, why = measuring_model(table.manifest) if model is None else (model, "chosen by the caller")
     measured = [_measure("dataset", table, model, max_impostor, seed)]
     if baseline is not None:
@@ -284,7 +309,7 @@ def build_quality_report(dataset: str | Path, out: str | Path, *, baseline: str 
                  if pairs else "<p class='note'>No pairs to plot.</p>"),
                 ("det", "DET curves", _img(det_png(pairs), "FNMR against FMR (log axis); grey lines "
                  "at FMR 1e-3 and 1e-2", alt="DET curves") if pairs else "<p class='note'>No pairs.</p>"),
-                ("spread", "Intra-class spread", _spread_section(measured)),
+                ("spread", "Intra-class spread", _spread_section(measured, lfw)),
                 ("crops", "Crops", _grids_section(measured, grid_identities, grid_images)),
                 ("manifest", "Manifest facts", _facts_section(measured))]
     title = f"facelatent dataset quality: {measured[0].table.path.name}"
@@ -292,4 +317,5 @@ def build_quality_report(dataset: str | Path, out: str | Path, *, baseline: str 
         title += f" vs {measured[1].table.path.name}"
     write_page(out, title, sections)
     return {"report": str(out), "model": model, "model_reason": why, "dataset": measured[0].quality,
-            "baseline": measured[1].quality if baseline is not None else None}
+            "baseline": measured[1].quality if baseline is not None else None,
+            "lfw": None if lfw is None else dict(lfw)}

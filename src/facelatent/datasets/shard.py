@@ -6,6 +6,12 @@ here or on a Ray worker; `facelatent.datasets.writer` writes what it returns. Ea
 its offsets from its own generator, seeded by (dataset seed, reference seed, side): the same
 settings give the same latents, images and rows on any engine, in any shard order, and after
 any number of restarts.
+
+Offsets: `max_off` counts in `offset_units`. In "sigma" (the default) a class's raw scale is
+max_off x its boundary's sigma, the store's spread along that normal (about 0.2-0.3 raw units in
+MobileStyleGAN's W), so one setting means the same move on every normal and in every latent
+space; in "raw" it is max_off itself. `plan_classes` resolves it per class (`ClassPlan.scale`)
+and every row records it (`max_off_raw`).
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DATASET_ATTRIBUTES", "ClassPlan", "DatasetJob", "DatasetSettings", "ShardRows",
-           "build_shard", "plan_classes"]
+__all__ = ["DATASET_ATTRIBUTES", "DEFAULT_MAX_OFF", "OFFSET_UNITS", "ClassPlan", "DatasetJob",
+           "DatasetSettings", "ShardRows", "build_shard", "plan_classes"]
 
 SIDES = ("same", "other")
+OFFSET_UNITS = ("sigma", "raw")
+# In sigma: the largest scale whose images all kept a detectable face in the measurement of
+# the README (16 identities x 8 images, paper mode, 1-12 sigma).
+DEFAULT_MAX_OFF = 2.0
 # Scores written with every sample: pose, expression and age for the intra-class spread.
 DATASET_ATTRIBUTES = ("yaw", "pitch", "roll", "age", "gender_logit", "smile", "smile_logit",
                       "expression_neutral", "expression_happy", "expression_sad",
@@ -35,8 +45,10 @@ class DatasetSettings:
     """How every sample of a dataset is made; fixed when the dataset is created."""
 
     per_identity: int = 50                # images per class
-    max_off: float = 10.0                 # offset scale (latent units): N(0, max_off) or U(0, ...)
-    mode: str = "paper"                   # "paper", "code" (ExFaceGAN's) or "random" (baseline)
+    max_off: float = DEFAULT_MAX_OFF      # offset scale in offset_units: N(0, max_off) or U(0, ...)
+    mode: str = "paper"                   # "paper", "code" (ExFaceGAN's), "random", "varied"
+    offset_units: str = "sigma"           # "sigma" (x each normal's store spread) or "raw"
+    attribute_scale: float = 1.0          # varied: strength std = this x the store's spread
     both_sides: bool = False              # the other side of each boundary as a second class
     seed: int = 0                         # dataset seed (with each reference seed: its offsets)
     crop_size: int = 112                  # ArcFace template crop (112 is the template's size)
@@ -55,6 +67,10 @@ class DatasetSettings:
             raise ValueError(f"max_off must be a positive number, got {self.max_off}")
         if self.mode not in SAMPLE_MODES:
             raise ValueError(f"mode must be one of {', '.join(SAMPLE_MODES)}, got {self.mode!r}")
+        if self.offset_units not in OFFSET_UNITS:
+            raise ValueError(f"offset_units must be 'sigma' or 'raw', got {self.offset_units!r}")
+        if not (math.isfinite(self.attribute_scale) and self.attribute_scale >= 0):
+            raise ValueError(f"attribute_scale must be a number >= 0, got {self.attribute_scale}")
         if self.crop_size != 112:
             raise ValueError(f"crop_size must be 112 (the ArcFace template), got {self.crop_size}")
         if self.full_size < 0:
@@ -64,9 +80,10 @@ class DatasetSettings:
             raise ValueError("classes_per_shard and batch must be at least 1")
 
     def resume_key(self) -> dict[str, Any]:
-        """The settings that decide the contents (a resumed build must match them)."""
+        """The settings that decide the contents (a resumed build must match them); the
+        attribute scale only where it is used (mode "varied")."""
         data = asdict(self)
-        for key in ("batch", "device"):
+        for key in ("batch", "device") + (() if self.mode == "varied" else ("attribute_scale",)):
             data.pop(key)
         return data
 
@@ -81,6 +98,10 @@ class ClassPlan:
     normal: np.ndarray                    # [D] unit, towards the reference's identity
     intercept: float
     latent: np.ndarray                    # [D] the reference's own latent
+    scale: float = 1.0                    # raw offset scale of this class (max_off resolved)
+    directions: np.ndarray | None = None  # varied: [K, D] attribute directions, orthogonal to normal
+    spreads: np.ndarray | None = None     # varied: [K] std of the strength along each direction
+    attributes: tuple[str, ...] = ()      # varied: the K names
 
 
 @dataclass(frozen=True)
@@ -105,17 +126,42 @@ class ShardRows:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def plan_classes(identities: Any, both_sides: bool) -> list[ClassPlan]:
-    """Classes in (reference seed, side) order from `IdentityBoundaries`."""
+def plan_classes(identities: Any, both_sides: bool, settings: DatasetSettings | None = None,
+                 variation: Any = None) -> list[ClassPlan]:
+    """Classes in (reference seed, side) order from `IdentityBoundaries`.
+
+    ``settings``: resolve ``max_off`` into each class's raw ``scale`` (None: scale 1); in
+    sigma units the boundaries need ``sigma`` (`facelatent.boundaries.identity_fit.ensure_sigma`).
+    ``variation``: `facelatent.datasets.variation.AttributeDirections`, required for mode
+    "varied": each class gets its conditioned directions and strength stds.
+    """
+    from facelatent.datasets.variation import class_directions
+
     order = np.argsort(np.asarray(identities.seeds), kind="stable")
     sides = SIDES if both_sides else SIDES[:1]
+    scales = np.ones(len(order))
+    if settings is not None:
+        scales = np.full(len(order), float(settings.max_off))
+        if settings.offset_units == "sigma":
+            if identities.sigma is None:
+                raise ValueError("offsets in sigma need the boundaries' sigma; load them through "
+                                 "facelatent.boundaries.identity_fit.ensure_sigma, or use "
+                                 "offset_units='raw'")
+            scales = scales * np.asarray(identities.sigma, dtype=np.float64)
+        if settings.mode == "varied" and variation is None:
+            raise ValueError("mode 'varied' needs the attribute directions (variation=, from "
+                             "facelatent.datasets.variation.attribute_directions)")
     plans = []
     for i in order:
+        normal = np.asarray(identities.normals[i])
+        extra: dict[str, Any] = {}
+        if settings is not None and settings.mode == "varied":
+            dirs, spreads = class_directions(variation, normal, settings.attribute_scale)
+            extra = {"directions": dirs, "spreads": spreads, "attributes": variation.names}
         for side in sides:
-            plans.append(ClassPlan(len(plans), int(identities.seeds[i]), side,
-                                   np.asarray(identities.normals[i]),
+            plans.append(ClassPlan(len(plans), int(identities.seeds[i]), side, normal,
                                    float(identities.intercepts[i]),
-                                   np.asarray(identities.latents[i])))
+                                   np.asarray(identities.latents[i]), float(scales[i]), **extra))
     return plans
 
 
@@ -130,7 +176,7 @@ def build_shard(job: DatasetJob, models: Any = None) -> ShardRows:
     ``models``: a `facelatent.runs.Models` (generator and face analyzer) or None for this
     process's cached real networks.
     """
-    from facelatent.datasets.sampling import sample_identity
+    from facelatent.datasets.sampling import draw_identity
     from facelatent.faces.analysis import working_size
     from facelatent.faces.sface import arcface_align
     from facelatent.images import resize, to_uint8
@@ -142,12 +188,17 @@ def build_shard(job: DatasetJob, models: Any = None) -> ShardRows:
     G, analyzer = models.generator, models.analyzer
     seconds = dict.fromkeys(("sample", "generate", "analyse"), 0.0)
     cols: dict[str, list[Any]] = {k: [] for k in ("identity", "sample", "reference_seed", "side",
-                                                  "offset", "offset_norm", "latent")}
+                                                  "offset", "offset_norm", "max_off_raw",
+                                                  "latent")}
+    names = job.classes[0].attributes if job.classes else ()
+    cols.update({f"strength_{name}": [] for name in names})
     t0 = time.perf_counter()
     for plan in job.classes:
-        latents, _, norms = sample_identity(
-            (plan.normal, plan.intercept, plan.latent), s.per_identity, max_off=s.max_off,
-            mode=s.mode, side=plan.side, seed=_class_seed(s, plan))
+        draw = draw_identity(
+            (plan.normal, plan.intercept, plan.latent), s.per_identity, max_off=plan.scale,
+            mode=s.mode, side=plan.side, seed=_class_seed(s, plan), directions=plan.directions,
+            spreads=plan.spreads)
+        latents, norms = draw.latents, draw.norms
         # Signed: how far each sample moved along the normal (> 0 towards the identity).
         offsets = ((latents.astype(np.float64) - plan.latent)
                    @ (plan.normal / np.linalg.norm(plan.normal)))
@@ -158,6 +209,9 @@ def build_shard(job: DatasetJob, models: Any = None) -> ShardRows:
         cols["side"].append(np.full(n, plan.side, object))
         cols["offset"].append(np.asarray(offsets, np.float32))
         cols["offset_norm"].append(np.asarray(norms, np.float32))
+        cols["max_off_raw"].append(np.full(n, plan.scale, np.float32))
+        for k, name in enumerate(names):    # raw latent units along the conditioned direction
+            cols[f"strength_{name}"].append(np.asarray(draw.strengths[:, k], np.float32))
         cols["latent"].append(np.asarray(latents, np.float32))
     columns = {k: np.concatenate(v) for k, v in cols.items()}
     seconds["sample"] = time.perf_counter() - t0

@@ -3,7 +3,7 @@
     from facelatent.boundaries.identity import IdentityBoundaries
     from facelatent.datasets import DatasetSettings, build_dataset
     ids = IdentityBoundaries.load("runs/ffhq/identities/boundaries.npz")
-    report = build_dataset("data/synth", ids, DatasetSettings(per_identity=50, max_off=10))
+    report = build_dataset("data/synth", ids, DatasetSettings(per_identity=50, max_off=2))
 
 Layout of a dataset folder::
 
@@ -24,8 +24,9 @@ shard's parquet part, then the manifest records the shard with the part's sha256
 at any point redoes only the shards not recorded (or whose part no longer matches its hash),
 writing the same file names again, so nothing is lost or duplicated. The resume key covers the
 settings, the generator and the identity boundaries' content (a hash of seeds, normals,
-intercepts and reference latents) and how they were fitted: resuming with other boundaries is
-refused, never mixed in. A manifest with no shard done yet (a build that failed before its
+intercepts and reference latents) and how they were fitted, the offset units with every class's
+resolved raw scale, and in mode "varied" the attribute directions: resuming with other
+boundaries, units or directions is refused, never mixed in. A manifest with no shard done yet (a build that failed before its
 first shard) is simply started over. Samples without a detected face keep their row (``face``
 False, no image), so no later sample shifts.
 """
@@ -230,7 +231,36 @@ def _check_generator(name: str) -> None:
 
 
 # -- one call: create, resume or repair ---------------------------------------------------------
+def _variation_facts(plans: Sequence[Any], variation: Any,
+                     settings: DatasetSettings) -> dict[str, Any]:
+    """The manifest's account of mode "varied": names, source, scale and each attribute's
+    median strength std over the classes (raw latent units)."""
+    if variation is None:
+        return {}
+    spreads = np.stack([p.spreads for p in plans])
+    return {"attributes": {"names": list(variation.names), "source": variation.source,
+                           "scale": settings.attribute_scale,
+                           "strength_std_median": {n: float(np.median(spreads[:, k]))
+                                                   for k, n in enumerate(variation.names)}}}
+
+
+def _scales_key(plans: Sequence[Any]) -> dict[str, Any]:
+    digest = hashlib.sha256(np.array([p.scale for p in plans], dtype=np.float64).tobytes())
+    return {"units": "sigma", "max_off_raw_sha256": digest.hexdigest()}
+
+
+def _held_key(held: Mapping[str, Any], key: Mapping[str, Any]) -> dict[str, Any]:
+    """The resume key of a held manifest; one written before offset units existed counted in
+    raw units."""
+    out = {name: held.get(name) for name in key}
+    settings = out.get("settings")
+    if isinstance(settings, dict) and "offset_units" not in settings:
+        out["settings"] = {**settings, "offset_units": "raw"}
+    return out
+
+
 def build_dataset(out: str | Path, identities: Any, settings: DatasetSettings, *,
+                  attributes: str | Path | None = None,
                   generator: str | None = None, limit: int | None = None,
                   engine: Engine | None = None, models: Models | None = None,
                   source: str | None = None, progress: Progress | None = None,
@@ -238,6 +268,10 @@ def build_dataset(out: str | Path, identities: Any, settings: DatasetSettings, *
     """Write (or resume, or repair) the dataset at ``out`` from `IdentityBoundaries`
     ``identities``.
 
+    ``attributes``: mode "varied" only: a folder of attribute boundary files; None fits yaw,
+    pitch, smile and age on the boundaries' store (`facelatent.datasets.variation`). In sigma
+    units, boundaries without ``sigma`` get it from their store (`ensure_sigma`), else
+    MissingSpreadError.
     ``generator``: registry name (default: the one recorded in the boundaries' provenance).
     ``limit``: use only the first ``limit`` references by seed (None: all). ``engine``: what
     runs the shards (default `LocalEngine(models)`). ``progress``: told the totals once, then
@@ -254,13 +288,28 @@ def build_dataset(out: str | Path, identities: Any, settings: DatasetSettings, *
         raise ValueError("the identity boundaries do not record their generator; pass "
                          "generator='mobilestylegan-ffhq' (or --model)")
     _check_generator(generator)
-    plans = plan_classes(identities, settings.both_sides)
+    if attributes is not None and settings.mode != "varied":
+        raise ValueError(f"attributes (--attributes) are for mode 'varied', not {settings.mode!r}")
+    if settings.offset_units == "sigma":
+        from facelatent.boundaries.identity_fit import ensure_sigma
+
+        identities = ensure_sigma(identities)
+    variation = None
+    if settings.mode == "varied":
+        from facelatent.datasets.variation import attribute_directions
+
+        variation = attribute_directions(identities, attributes)
+    plans = plan_classes(identities, settings.both_sides, settings, variation)
     if not plans:
         raise ValueError("no identities to build: the boundaries file holds no reference")
     k = settings.classes_per_shard
     shards = [tuple(plans[i:i + k]) for i in range(0, len(plans), k)]
     key = {"settings": settings.resume_key(), "generator": generator,
            "identities": identities_key(identities)}
+    if settings.offset_units == "sigma":
+        key["scales"] = _scales_key(plans)
+    if variation is not None:
+        key["attributes"] = variation.key()
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root} is a file; --out must be a dataset folder")
     root.mkdir(parents=True, exist_ok=True)
@@ -272,6 +321,9 @@ def build_dataset(out: str | Path, identities: Any, settings: DatasetSettings, *
         if held is None:
             ledger.start({**key, "identities_path": source, "label_model": identities.model,
                           "sampling": settings.mode, "max_off": settings.max_off,
+                          "offset_units": settings.offset_units,
+                          "max_off_raw": [round(p.scale, 6) for p in plans],
+                          **_variation_facts(plans, variation, settings),
                           "classes": len(plans), "per_identity": settings.per_identity,
                           "shards_total": len(shards), "created": now(),
                           "facelatent_version": __version__,
@@ -280,7 +332,7 @@ def build_dataset(out: str | Path, identities: Any, settings: DatasetSettings, *
                                      "non-commercial research use only"})
             action = "created"
         else:
-            check_resume(f"dataset {root}", {name: held.get(name) for name in key}, key,
+            check_resume(f"dataset {root}", _held_key(held, key), key,
                          "Use a new --out folder, or the command the dataset was made with.")
             action = "resumed"
         planned = {i: len(shard) * settings.per_identity for i, shard in enumerate(shards)}
