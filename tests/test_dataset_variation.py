@@ -249,3 +249,16 @@ def test_varied_dataset_records_strengths_and_keeps_the_identity_side(tmp_path: 
         build_dataset(tmp_path / "v", ids, varied, attributes=folder, models=tiny_models)
     with pytest.raises(ValueError, match="for mode 'varied'"):
         build_dataset(tmp_path / "p", ids, SETTINGS, attributes=folder, models=tiny_models)
+
+
+def test_the_cli_refuses_sigma_without_a_spread_in_one_line(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    from facelatent.cli import main
+
+    path = boundaries(tmp_path / "gone", sigma=False).save(tmp_path / "ids.npz")
+    argv = ["dataset", "build", "--identities", str(path), "--per-identity", "1",
+            "--out", str(tmp_path / "d")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--offset-units raw" in err and "refit" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "d").exists()
