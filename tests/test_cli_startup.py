@@ -47,7 +47,8 @@ def test_building_the_parser_imports_nothing_heavy() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["boundary", "fit", "--help"],
-                                  ["mapping", "train", "--help"],
+                                  ["mapping", "train", "--help"], ["fr", "train", "--help"],
+                                  ["fr", "evaluate", "--help"],
                                   *([name, "--help"] for name in COMMANDS)],
                          ids=lambda argv: " ".join(argv))
 def test_help_imports_nothing_heavy(argv: list[str]) -> None:

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "write a self-contained HTML report of a store and its results"),
     "identity": ("identity", "identity boundaries for synthetic identities"),
     "dataset": ("dataset", "synthetic face-recognition datasets"),
+    "fr": ("fr", "train face recognisers on a dataset and verify them on LFW"),
     "mapping": ("mapping", "identity/attribute mapping into W (train, apply, evaluate)"),
     "serve": ("serve", "the web editor: sliders over a face, in the browser"),
 }
