@@ -22,7 +22,8 @@ from facelatent.images import from_uint8, load_rgb, to_uint8
 from facelatent.io import load_npz, save_npz
 
 __all__ = ["CACHE_FORMAT", "LfwPairs", "VerificationResult", "align_files", "analyzer_of",
-           "embed_files", "parse_pairs", "read_lfw", "verification_result", "verify_lfw"]
+           "embed_files", "fingerprint", "parse_pairs", "read_lfw", "verification_result",
+           "verify_lfw"]
 
 CACHE_FORMAT = "facelatent.lfw_embeddings"
 ProgressFn = Callable[[int, int], None]     # (images done, images to do)
@@ -222,17 +223,22 @@ def _central_faces(analyzer: FaceAnalyzer, photos: list[Tensor]) -> tuple[FaceGe
     return geometry.select(index.to(geometry.found.device)), owner[index]
 
 
-def _fingerprint(model: str, face: str) -> str:
-    """What a cached embedding depends on: facelatent's version, the model files' hashes and
-    the choice of face."""
+def fingerprint(models: Sequence[str], face: str) -> str:
+    """What a cached result of the LFW pipeline depends on: facelatent's version, the hashes of
+    the detector's, the landmarker's and ``models``' files, and the choice of face."""
     from facelatent import __version__
     from facelatent.weights import MANIFEST
 
     digest = hashlib.sha256(f"{__version__} {face}".encode())
-    for name in ("yunet", "landmarks68", model):
+    for name in ("yunet", "landmarks68", *models):
         for member in MANIFEST[MODELS[name].asset].members:
             digest.update(member.sha256.encode())
     return digest.hexdigest()
+
+
+def _fingerprint(model: str, face: str) -> str:
+    """What a cached embedding of ``model`` depends on (:func:`fingerprint`)."""
+    return fingerprint((model,), face)
 
 
 def _cached_embeddings(cache: Path | None, model: str, face: str,
