@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="use only the first K references (by seed); default: all")
     p.add_argument("--max-off", type=float, default=DEFAULT_MAX_OFF,
                    help="offset scale (paper: |N(0, max_off)| along the normal), in "
-                        "--offset-units; default %(default)s sigma, the largest scale at which "
-                        "every measured image kept its face")
+                        "--offset-units; default %(default)s sigma: single offsets beyond "
+                        "about 20 sigma ghost the face")
     p.add_argument("--offset-units", choices=OFFSET_UNITS, default="sigma",
                    help="sigma: times each normal's spread in the store (about 0.2-0.3 raw "
                         "units in MobileStyleGAN's W); raw: latent units")
