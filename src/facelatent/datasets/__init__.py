@@ -6,7 +6,7 @@ intra-class attribute spread (`facelatent.datasets.quality`) and the HTML report
 dataset with a baseline (`facelatent.datasets.report`).
 
     from facelatent.datasets import DatasetSettings, build_dataset, build_quality_report
-    build_dataset("data/synth", identities, DatasetSettings(per_identity=50))      # 2 sigma
+    build_dataset("data/synth", identities, DatasetSettings(per_identity=50))      # 6 sigma
     build_dataset("data/varied", identities, DatasetSettings(mode="varied"))
     build_quality_report("data/synth", "data/synth/report.html", lfw="../shared/datasets/lfw")
 

@@ -3,7 +3,7 @@
     from facelatent.boundaries.identity import IdentityBoundaries
     from facelatent.datasets import DatasetSettings, build_dataset
     ids = IdentityBoundaries.load("runs/ffhq/identities/boundaries.npz")
-    report = build_dataset("data/synth", ids, DatasetSettings(per_identity=50, max_off=2))
+    report = build_dataset("data/synth", ids, DatasetSettings(per_identity=50, max_off=6))
 
 Layout of a dataset folder::
 
