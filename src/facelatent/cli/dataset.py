@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "(paper plus pose, expression, age moves orthogonal to the identity "
                         "normal, see --attributes)")
     p.add_argument("--attributes", default=None, metavar="DIR",
-                   help="varied: a folder of attribute boundary files (boundary fit / sefa); "
+                   help="varied: a folder of attribute boundary files (boundary fit, directions sefa); "
                         "default: yaw, pitch, smile and age fitted on the boundaries' store")
     p.add_argument("--attribute-scale", type=float, default=1.0,
                    help="varied: strength std as a multiple of the store's spread along each "

@@ -5,7 +5,7 @@ expression. The "varied" mode also moves each sample along the store's attribute
 (yaw, pitch, smile, age; SeFa directions for lighting or hair where given), and keeps the
 person by keeping those moves off the identity normal:
 
-1. Directions: the boundary files of a folder (`facelatent boundary fit`, `boundary sefa`),
+1. Directions: the boundary files of a folder (`facelatent boundary fit`, `directions sefa`),
    or, without one, InterFaceGAN boundaries fitted here on the identity boundaries' own store
    (`LinearBoundary`, the same fit as `facelatent boundary fit`) for `DEFAULT_ATTRIBUTES`.
 2. Per identity, each direction is conditioned on the identity normal m
@@ -63,7 +63,7 @@ def read_directions(folder: str | Path, space: str) -> list[Boundary]:
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"--attributes: {root} is not a folder of boundary files (from "
-                         "`facelatent boundary fit` or `boundary sefa`)")
+                         "`facelatent boundary fit` or `directions sefa`)")
     files = sorted(p for p in root.iterdir() if p.suffix in BOUNDARY_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"--attributes: {root} holds no .npz or .npy boundary file")
