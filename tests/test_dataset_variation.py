@@ -237,8 +237,10 @@ def test_varied_dataset_records_strengths_and_keeps_the_identity_side(tmp_path: 
     rest = (v["latent"] - p["latent"]).astype(np.float64)       # the attribute part of the step
     np.testing.assert_allclose(np.sum(rest * normals, axis=1), 0.0, atol=1e-4)
     manifest = json.loads((tmp_path / "v" / "dataset.json").read_text())
-    assert manifest["attributes"]["names"] == ["yaw", "age"]
-    assert manifest["attributes"]["strength_std_median"]["yaw"] > 0
+    assert manifest["variation"]["names"] == ["yaw", "age"]
+    assert manifest["variation"]["strength_std_median"]["yaw"] > 0
+    assert manifest["attributes"]["names"] == ["yaw", "age"]          # the resume key's part
+    assert build_dataset(tmp_path / "v", ids, varied, models=tiny_models).action == "complete"
     # Deterministic: a second build writes the same rows; a resume with other directions fails.
     build_dataset(tmp_path / "v2", ids, varied, models=tiny_models)
     np.testing.assert_array_equal(rows(tmp_path / "v2")["latent"], v["latent"])

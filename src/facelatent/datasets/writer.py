@@ -26,8 +26,8 @@ writing the same file names again, so nothing is lost or duplicated. The resume 
 settings, the generator and the identity boundaries' content (a hash of seeds, normals,
 intercepts and reference latents) and how they were fitted, the offset units with every class's
 resolved raw scale, and in mode "varied" the attribute directions: resuming with other
-boundaries, units or directions is refused, never mixed in. A manifest with no shard done yet (a build that failed before its
-first shard) is simply started over. Samples without a detected face keep their row (``face``
+boundaries, units or directions is refused, never mixed in. A manifest with no shard done yet
+(a build that failed before its first shard) is simply started over. Samples without a detected face keep their row (``face``
 False, no image), so no later sample shifts.
 """
 
@@ -238,10 +238,10 @@ def _variation_facts(plans: Sequence[Any], variation: Any,
     if variation is None:
         return {}
     spreads = np.stack([p.spreads for p in plans])
-    return {"attributes": {"names": list(variation.names), "source": variation.source,
-                           "scale": settings.attribute_scale,
-                           "strength_std_median": {n: float(np.median(spreads[:, k]))
-                                                   for k, n in enumerate(variation.names)}}}
+    return {"variation": {"names": list(variation.names), "source": variation.source,
+                          "scale": settings.attribute_scale,
+                          "strength_std_median": {n: float(np.median(spreads[:, k]))
+                                                  for k, n in enumerate(variation.names)}}}
 
 
 def _scales_key(plans: Sequence[Any]) -> dict[str, Any]:
