@@ -71,5 +71,6 @@ def run_fit(args: argparse.Namespace) -> int:
         print(f"{len(ids)} identity boundaries ({args.model} labels, {args.rule}, {args.solver}, "
               f"{args.space}) in {summary['fit_seconds']:.1f} s; validation accuracy median "
               f"{summary['val_accuracy']['median']:.3f} (min {summary['val_accuracy']['min']:.3f}); "
-              f"wrote {target} ({summary['bytes'] / 1e6:.1f} MB)")
+              f"spread along the normals (sigma) median {summary['sigma']['median']:.3g} raw "
+              f"units; wrote {target} ({summary['bytes'] / 1e6:.1f} MB)")
     return 0
