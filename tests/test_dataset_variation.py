@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from facelatent.boundaries import Boundary, IdentityBoundaries
-from facelatent.boundaries.identity_fit import MissingSpreadError, latent_covariance
+from facelatent.boundaries.identity import MissingSpreadError, latent_covariance
 from facelatent.datasets import DatasetSettings, build_dataset
 from facelatent.datasets.sampling import draw_identity, sample_identity
 from facelatent.datasets.variation import (

@@ -399,7 +399,7 @@ def test_sigma_is_the_std_of_the_samples_along_each_normal(problem, fitted, tmp_
 
 
 def test_a_file_without_sigma_gets_it_from_its_store_or_is_refused(tmp_path: Path) -> None:
-    from facelatent.boundaries.identity_fit import MissingSpreadError, ensure_sigma
+    from facelatent.boundaries.identity import MissingSpreadError, ensure_sigma
 
     _, store = planted_store(tmp_path / "store")
     fitted_here = fit_identity_boundaries(store, references=3)

@@ -20,11 +20,11 @@ The file is one compressed `.npz` written through `facelatent.io` (atomic, with 
 
 `identity fit` writes a folder: `boundaries.npz` (`BOUNDARIES_FILE`) and `summary.json`.
 `IdentityBoundaries.load` and `save` take the folder or the file (`boundaries_path`). The fitting
-is `facelatent.boundaries.identity_fit`; `ensure_sigma` there fills `sigma` of an older file
-from the store its provenance names.
+is `facelatent.boundaries.identity_fit`; `ensure_sigma` fills `sigma` of an older file from the
+store its provenance names.
 
 `sigma` is the unit of offsets along a normal: how far the store's own samples spread along
-it. In MobileStyleGAN's W that is about 0.3 raw units, so a raw offset means nothing until it
+it. In MobileStyleGAN's W that is about 0.2 raw units, so a raw offset means nothing until it
 is read against it; `facelatent dataset build --max-off` counts in sigma by default.
 """
 
@@ -43,7 +43,8 @@ from facelatent.errors import FileFormatError
 from facelatent.io import jsonable, load_npz, save_npz, write_json
 
 __all__ = ["BOUNDARIES_FILE", "FORMAT", "METRICS", "SUMMARY_FILE", "IdentityBoundaries",
-           "boundaries_path", "spread_along"]
+           "MissingSpreadError", "boundaries_path", "ensure_sigma", "latent_covariance",
+           "spread_along", "store_covariance"]
 
 FORMAT = "facelatent.identity-boundaries"
 FORMAT_VERSION = 1
@@ -54,22 +55,6 @@ UNIT_TOLERANCE = 1e-4
 _KIND = "an identity boundary file (from `facelatent identity fit`)"
 _REQUIRED = ("seeds", "normals", "intercepts", "latents", "space", "model", "provenance")
 _OPTIONAL = ("sigma",)
-
-
-def spread_along(covariance: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """Standard deviation of samples along each direction -> float64 [K].
-
-    covariance [D, D]: the samples' covariance (population, ddof 0); directions [K, D] or [D],
-    renormalised here. `sqrt(d^T C d)` equals `np.std(latents @ d)` without the [N, K]
-    projections, so the spread of thousands of directions costs one [K, D] x [D, D] product.
-    """
-    c = np.asarray(covariance, dtype=np.float64)
-    d = np.atleast_2d(np.asarray(directions, dtype=np.float64))
-    if c.ndim != 2 or c.shape[0] != c.shape[1] or d.shape[1] != c.shape[0]:
-        raise ValueError(f"expected covariance [D, D] and directions [K, D], got "
-                         f"{list(c.shape)} and {list(d.shape)}")
-    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    return np.sqrt(np.maximum(np.einsum("kd,de,ke->k", d, c, d), 0.0))
 
 
 def boundaries_path(path: str | os.PathLike[str]) -> Path:
@@ -96,7 +81,7 @@ class IdentityBoundaries:
     model: str = "sface"        # the face recogniser that labelled the candidates
     metrics: dict[str, np.ndarray] = field(default_factory=dict)   # name -> [R]
     provenance: dict[str, Any] = field(default_factory=dict)       # store, command, solver, ...
-    sigma: np.ndarray | None = None   # float32 [R], std of the store along each normal; None = unknown
+    sigma: np.ndarray | None = None   # float32 [R], store's std along each normal; None = unknown
 
     def __post_init__(self) -> None:
         seeds = np.asarray(self.seeds)
@@ -241,3 +226,66 @@ class IdentityBoundaries:
                        values.get("sigma"))
         except (ValueError, TypeError) as exc:   # json.JSONDecodeError is a ValueError
             raise FileFormatError(f"{path}: {exc}") from None
+
+
+# --- the spread along a normal ---------------------------------------------------------------
+def spread_along(covariance: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Standard deviation of samples along each direction -> float64 [K].
+
+    covariance [D, D]: the samples' covariance (population, ddof 0); directions [K, D] or [D],
+    renormalised here. `sqrt(d^T C d)` equals `np.std(latents @ d)` without the [N, K]
+    projections, so the spread of thousands of directions costs one [K, D] x [D, D] product.
+    """
+    c = np.asarray(covariance, dtype=np.float64)
+    d = np.atleast_2d(np.asarray(directions, dtype=np.float64))
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or d.shape[1] != c.shape[0]:
+        raise ValueError(f"expected covariance [D, D] and directions [K, D], got "
+                         f"{list(c.shape)} and {list(d.shape)}")
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    return np.sqrt(np.maximum(np.einsum("kd,de,ke->k", d, c, d), 0.0))
+
+
+class MissingSpreadError(ValueError):
+    """Identity boundaries without `sigma` whose store is gone: offsets in sigma cannot be
+    resolved."""
+
+
+def latent_covariance(latents: np.ndarray) -> np.ndarray:
+    """Population covariance (ddof 0) [D, D] float64 of latents [N, D]: with
+    `spread_along`, the standard deviation of the samples along any direction."""
+    x = np.asarray(latents, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"latents must have shape [N, D] with N >= 2, got {list(x.shape)}")
+    xc = x - x.mean(axis=0)
+    return (xc.T @ xc) / len(x)
+
+
+def store_covariance(store: Any, space: str) -> np.ndarray:
+    """`latent_covariance` of a `LatentStore` (or its path) in `space` ("w" or "z")."""
+    from facelatent.boundaries.sources import open_store, store_latents
+
+    return latent_covariance(store_latents(open_store(store), space))
+
+
+def ensure_sigma(boundaries: IdentityBoundaries) -> IdentityBoundaries:
+    """`boundaries` with `sigma` [R]: as they are when they hold it (fitted since it exists),
+    else computed from the store named in their provenance (files written before it).
+
+    MissingSpreadError (a ValueError) in one line when they hold none and that store is not
+    there: offsets can then be given in raw latent units, or the boundaries refitted.
+    """
+    if boundaries.sigma is not None:
+        return boundaries
+    store = (boundaries.provenance or {}).get("store")
+    if not store or not Path(str(store)).exists():
+        where = f"its store {store} is not there" if store else "they name no store"
+        raise MissingSpreadError(
+            f"these identity boundaries predate the stored spread (sigma) and {where}; pass "
+            "--offset-units raw (offsets in latent units) or refit them with `facelatent "
+            "identity fit`")
+    sigma = spread_along(store_covariance(store, boundaries.space), boundaries.normals)
+    return IdentityBoundaries(boundaries.seeds, boundaries.normals, boundaries.intercepts,
+                              boundaries.latents, boundaries.space, boundaries.model,
+                              boundaries.metrics,
+                              {**boundaries.provenance, "sigma_source": f"computed from {store}"},
+                              sigma)

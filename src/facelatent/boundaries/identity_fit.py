@@ -36,14 +36,18 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from facelatent import __version__
-from facelatent.boundaries.identity import METRICS, IdentityBoundaries, spread_along
+from facelatent.boundaries.identity import (
+    METRICS,
+    IdentityBoundaries,
+    latent_covariance,
+    spread_along,
+)
 from facelatent.boundaries.identity_solvers import (
     IDENTITY_SOLVERS,
     SharedCovariance,
@@ -57,9 +61,8 @@ from facelatent.boundaries.identity_solvers import (
     train_mask,
 )
 
-__all__ = ["IDENTITY_SOLVERS", "LABEL_RULES", "IdentityBoundaryFitter", "MissingSpreadError",
-           "ensure_sigma", "fit_identity_boundaries", "identity_labels", "latent_covariance",
-           "store_covariance"]
+__all__ = ["IDENTITY_SOLVERS", "LABEL_RULES", "IdentityBoundaryFitter",
+           "fit_identity_boundaries", "identity_labels"]
 
 LABEL_RULES = ("median", "quantile")
 _BLOCK_BYTES = 64 * 2**20   # similarity rows per block in identity_labels: about 64 MiB
@@ -131,7 +134,8 @@ class IdentityBoundaryFitter(BaseEstimator):
 
     Hyperparameters are stored as given and checked in `fit`, which returns self. Learned:
     `boundaries_` (`IdentityBoundaries`), `seeds_` [R], `normals_` [R, D], `intercepts_` [R],
-    `sigma_` [R] (the samples' spread along each normal), `n_candidates_`, `covariance_shrinkage_` and `fit_seconds_`.
+    `sigma_` [R] (the samples' spread along each normal), `n_candidates_`,
+    `covariance_shrinkage_` and `fit_seconds_`.
     """
 
     def __init__(
@@ -286,53 +290,6 @@ def fit_identity_boundaries(samples: Any, references: int | Sequence[int] = 1000
                                     quantile=quantile, solver=solver, split=split,
                                     random_state=seed, candidates=candidates, **options)
     return fitter.fit(samples).boundaries_
-
-
-# --- the spread along a normal ---------------------------------------------------------------
-class MissingSpreadError(ValueError):
-    """Identity boundaries without `sigma` whose store is gone: offsets in sigma cannot be
-    resolved."""
-
-
-def latent_covariance(latents: np.ndarray) -> np.ndarray:
-    """Population covariance (ddof 0) [D, D] float64 of latents [N, D]: with
-    `spread_along`, the standard deviation of the samples along any direction."""
-    x = np.asarray(latents, dtype=np.float64)
-    if x.ndim != 2 or len(x) < 2:
-        raise ValueError(f"latents must have shape [N, D] with N >= 2, got {list(x.shape)}")
-    xc = x - x.mean(axis=0)
-    return (xc.T @ xc) / len(x)
-
-
-def store_covariance(store: Any, space: str) -> np.ndarray:
-    """`latent_covariance` of a `LatentStore` (or its path) in `space` ("w" or "z")."""
-    from facelatent.boundaries.sources import open_store, store_latents
-
-    return latent_covariance(store_latents(open_store(store), space))
-
-
-def ensure_sigma(boundaries: IdentityBoundaries) -> IdentityBoundaries:
-    """`boundaries` with `sigma` [R]: as they are when they hold it (fitted since it exists),
-    else computed from the store named in their provenance (files written before it).
-
-    MissingSpreadError (a ValueError) in one line when they hold none and that store is not
-    there: offsets can then be given in raw latent units, or the boundaries refitted.
-    """
-    if boundaries.sigma is not None:
-        return boundaries
-    store = (boundaries.provenance or {}).get("store")
-    if not store or not Path(str(store)).exists():
-        where = f"its store {store} is not there" if store else "they name no store"
-        raise MissingSpreadError(
-            f"these identity boundaries predate the stored spread (sigma) and {where}; pass "
-            "--offset-units raw (offsets in latent units) or refit them with `facelatent "
-            "identity fit`")
-    sigma = spread_along(store_covariance(store, boundaries.space), boundaries.normals)
-    return IdentityBoundaries(boundaries.seeds, boundaries.normals, boundaries.intercepts,
-                              boundaries.latents, boundaries.space, boundaries.model,
-                              boundaries.metrics,
-                              {**boundaries.provenance, "sigma_source": f"computed from {store}"},
-                              sigma)
 
 
 # --- samples ---------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class ClassPlan:
     intercept: float
     latent: np.ndarray                    # [D] the reference's own latent
     scale: float = 1.0                    # raw offset scale of this class (max_off resolved)
-    directions: np.ndarray | None = None  # varied: [K, D] attribute directions, orthogonal to normal
+    directions: np.ndarray | None = None  # varied: [K, D] attribute directions, orthogonal to m
     spreads: np.ndarray | None = None     # varied: [K] std of the strength along each direction
     attributes: tuple[str, ...] = ()      # varied: the K names
 
@@ -132,7 +132,7 @@ def plan_classes(identities: Any, both_sides: bool, settings: DatasetSettings | 
     """Classes in (reference seed, side) order from `IdentityBoundaries`.
 
     ``settings``: resolve ``max_off`` into each class's raw ``scale`` (None: scale 1); in
-    sigma units the boundaries need ``sigma`` (`facelatent.boundaries.identity_fit.ensure_sigma`).
+    sigma units the boundaries need ``sigma`` (`facelatent.boundaries.identity.ensure_sigma`).
     ``variation``: `facelatent.datasets.variation.AttributeDirections`, required for mode
     "varied": each class gets its conditioned directions and strength stds.
     """
@@ -146,7 +146,7 @@ def plan_classes(identities: Any, both_sides: bool, settings: DatasetSettings | 
         if settings.offset_units == "sigma":
             if identities.sigma is None:
                 raise ValueError("offsets in sigma need the boundaries' sigma; load them through "
-                                 "facelatent.boundaries.identity_fit.ensure_sigma, or use "
+                                 "facelatent.boundaries.identity.ensure_sigma, or use "
                                  "offset_units='raw'")
             scales = scales * np.asarray(identities.sigma, dtype=np.float64)
         if settings.mode == "varied" and variation is None:

@@ -111,7 +111,7 @@ def attribute_directions(identities: Any, attributes: str | Path | None = None,
     """The directions of the "varied" mode for `IdentityBoundaries` `identities`: the boundary
     files of the folder `attributes`, or fitted on the identities' store when None. The store
     named in their provenance must be there either way: its covariance gives the spreads."""
-    from facelatent.boundaries.identity_fit import store_covariance
+    from facelatent.boundaries.identity import store_covariance
 
     store = (identities.provenance or {}).get("store")
     if not store or not Path(str(store)).exists():

@@ -291,7 +291,7 @@ def build_dataset(out: str | Path, identities: Any, settings: DatasetSettings, *
     if attributes is not None and settings.mode != "varied":
         raise ValueError(f"attributes (--attributes) are for mode 'varied', not {settings.mode!r}")
     if settings.offset_units == "sigma":
-        from facelatent.boundaries.identity_fit import ensure_sigma
+        from facelatent.boundaries.identity import ensure_sigma
 
         identities = ensure_sigma(identities)
     variation = None
