@@ -405,3 +405,10 @@ def test_generator_overshoot_is_clipped_but_0_255_images_are_refused(random_anal
         assert torch.equal(a[name], b[name])
     with pytest.raises(ValueError, match="0-255"):
         random_analyzer.score((images + 1) * 127.5, "age", generated=True)
+    wild = images * 11.0                         # one MobileStyleGAN face in ~20,000 at psi 1
+    assert float(wild.min()) < -6 and float(wild.max()) > 8
+    c = random_analyzer.score(wild, "age", generated=True)
+    assert torch.equal(c["age"], random_analyzer.score(wild.clamp(-1, 1), "age",
+                                                       generated=True)["age"])
+    with pytest.raises(ValueError, match="0-255"):
+        random_analyzer.score(wild, "age")       # a photo: the plain bound

@@ -37,7 +37,7 @@ from facelatent.faces.registry import (
     resolve_attributes,
 )
 from facelatent.faces.scorers import per_image
-from facelatent.images import check_image_list
+from facelatent.images import MAX_ABS, check_image_list
 
 __all__ = ["ATTRIBUTES", "DEFAULT_ATTRIBUTES", "EXPRESSIONS", "MODELS", "STORE_ATTRIBUTES",
            "AttributeSpec", "FaceAnalyzer", "FaceGeometry", "ModelSpec", "embed", "get_analyzer",
@@ -74,16 +74,22 @@ class FaceGeometry:
 def _check_images(images: object, generated: bool = False) -> list[Tensor] | Tensor:
     """A batch tensor, or a list of [3, H, W] tensors, checked (:func:`check_image_list`) and
     clipped to [-1, 1]; generated faces also brought to the working size."""
-    items = check_image_list(images, min_side=MIN_SIDE)
+    # Generators overshoot [-1, 1] (MobileStyleGAN at psi 1 mostly to about 3, one face in
+    # about 20,000 to -6 .. 8.9), so a generated batch is refused as 0-255 only when it has no
+    # negative values; photos keep the plain bound.
+    items = check_image_list(images, min_side=MIN_SIDE, max_abs=None if generated else MAX_ABS)
     # A batch is prepared whole (one working-size pass, one clamp), not image by image.
     checked = [images] if isinstance(images, Tensor) else items
     prepared = []
     for im in checked:
+        lo, hi = (float(v) for v in torch.aminmax(im.detach()))   # one pass, no big temporary
+        if generated and lo >= 0.0 and hi > MAX_ABS:
+            raise ValueError(f"images must be float RGB in [-1, 1], got values from {lo:.1f} to "
+                             f"{hi:.1f}; convert 0-255 images with x / 127.5 - 1")
         if generated:
             im = working_size(im)
-        # Generators overshoot [-1, 1] a little (MobileStyleGAN at psi 1 reaches about 3); the
-        # models were trained on real images, so clip as saving the image would.
-        lo, hi = (float(v) for v in torch.aminmax(im.detach()))   # one pass, no big temporary
+            lo, hi = (float(v) for v in torch.aminmax(im.detach()))
+        # The models were trained on real images, so clip as saving the image would.
         prepared.append(im.clamp(-1, 1) if lo < -1 or hi > 1 else im)
     return prepared[0] if isinstance(images, Tensor) else prepared
 
