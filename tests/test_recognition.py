@@ -9,6 +9,7 @@ average face's place (`FixedGeometryDetector`)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from facelatent.generators.converted import read_safetensors
 from facelatent.recognition import (
     Augmentation,
     LfwCheck,
+    MarginHead,
     RecognizerConfig,
     TrainSettings,
     augment,
+    build_backbone,
     evaluate_lfw,
     lfw_crops,
     load_recognizer,
@@ -41,6 +44,7 @@ from facelatent.recognition import (
     train_recognizer,
 )
 from facelatent.recognition.checkpoint import STATE, WEIGHTS
+from facelatent.recognition.model import count_parameters
 from facelatent.runs import ResumeMismatchError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,6 +108,40 @@ def test_augment_is_seeded_and_a_pure_flip_flips() -> None:
     # With no scale change a flip moves every pixel centre exactly onto another.
     out = augment(images, flip_only, torch.Generator().manual_seed(0))
     assert torch.allclose(out, images.float().flip(-1) / 127.5 - 1, atol=1e-4)
+
+
+# -- networks and heads ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("arch", "low", "high"), [("mobilefacenet", 0.9e6, 1.1e6),
+                                                   ("resnet18", 13e6, 16e6)])
+def test_backbones_have_their_size_and_shape(arch: str, low: float, high: float) -> None:
+    torch.manual_seed(0)
+    net = build_backbone(RecognizerConfig(arch, embedding=128)).eval()
+    assert low < count_parameters(net) < high
+    with torch.no_grad():
+        x = torch.rand(2, 3, 112, 112) * 2 - 1
+        out = net(x)
+        assert out.shape == (2, 128)
+        assert torch.allclose(out[1:], net(x[1:]), atol=1e-4)      # eval: rows independent
+
+
+def test_margin_heads() -> None:
+    torch.manual_seed(0)
+    e, labels = torch.randn(5, 16), torch.tensor([0, 1, 2, 0, 1])
+    cos = MarginHead(16, 3, "cosface", s=64, m=0.35)
+    plain = cos(e)
+    assert torch.allclose(plain, 64 * cos.cosines(e))
+    margin = cos(e, labels)
+    own = torch.nn.functional.one_hot(labels, 3).bool()
+    assert torch.allclose(margin[own], plain[own] - 64 * 0.35, atol=1e-4)
+    assert torch.equal(margin[~own], plain[~own])
+    arc = MarginHead(16, 3, "arcface", s=10, m=0.5)
+    arc.weight.data = cos.weight.data.clone()
+    theta = torch.acos(arc.cosines(e)[own])
+    expected = torch.where(theta + 0.5 < torch.pi, torch.cos(theta + 0.5),
+                           torch.cos(theta) - 0.5 * math.sin(0.5))
+    assert torch.allclose(arc(e, labels)[own], 10 * expected, atol=1e-4)
+    assert (arc(e, labels)[own] < arc(e)[own]).all()          # the margin always costs
 
 
 # -- training ----------------------------------------------------------------------------------

@@ -133,6 +133,9 @@ def run_train(args: argparse.Namespace) -> int:
     settings = preset(args.preset, model=RecognizerConfig(args.arch, args.embedding),
                       schedule=args.schedule, loss=args.loss, margin=args.margin,
                       scale=args.scale, seed=args.seed, device=str(device), **overrides)
+    if args.lfw is None and (args.folds is not None or args.cache is not None):
+        raise ValueError("--folds and --cache choose how LFW is measured after each epoch; "
+                         "add --lfw DIR, or drop them")
     lfw = (None if args.lfw is None else
            LfwCheck(args.lfw, folds=_folds(args.folds), cache=_cache(args.cache)))
     with tqdm(unit="img", desc="read crops", file=sys.stderr, disable=None) as bar:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from facelatent import __version__
 from facelatent.errors import FacelatentError, FileFormatError
 from facelatent.faces.analysis import FaceAnalyzer
+from facelatent.faces.lfw import read_lfw
 from facelatent.io import atomic_path, write_json, writer_lock
 from facelatent.recognition.checkpoint import (
     CONFIG,
@@ -99,6 +100,8 @@ def train_recognizer(dataset: str | Path | TrainingSet, out: str | Path,
     folder, or its crops already read). ``lfw``: measure LFW accuracy after each epoch.
     ``progress``: told the total steps, then each step. Returns a :class:`TrainReport`."""
     out = Path(out)
+    if lfw is not None:
+        read_lfw(lfw.lfw)        # a wrong LFW folder fails before the run folder is made
     data = dataset if isinstance(dataset, TrainingSet) else load_training_set(dataset)
     out.mkdir(parents=True, exist_ok=True)
     with writer_lock(out, "recogniser run"):
