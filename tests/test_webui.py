@@ -361,7 +361,21 @@ def test_identity_page_and_swap(service: EditorService, G, tmp_path: Path, monke
     monkeypatch.setattr(service, "identities", ids)
     images, captions = service.identity_page(20, n=3, max_off=1.0)
     assert images.shape == (4, 32, 32, 3) and captions[0] == "reference seed 20"
-    assert all("dlib" in c for c in captions[1:])
+    assert all("dlib" in c and "sigma" not in c for c in captions[1:])
+    assert service.offset_units == "raw"
+    with pytest.raises(ValueError, match="positive"):
+        service.identity_page(20, n=3, max_off=float("nan"))
+    spread = np.array([0.2, 0.4])                  # the store's spread along each normal
+    monkeypatch.setattr(service, "identities", IdentityBoundaries(
+        ids.seeds, ids.normals, ids.intercepts, ids.latents, space="w", model="sface",
+        sigma=spread))
+    assert service.offset_units == "sigma"
+    _, in_sigma = service.identity_page(20, n=3, max_off=2.5, seed=7)
+    monkeypatch.setattr(service, "identities", ids)
+    _, in_raw = service.identity_page(20, n=3, max_off=2.5 * 0.4, seed=7)
+    for a, b in zip(in_sigma[1:], in_raw[1:]):     # the same faces, offsets counted in sigma
+        assert float(a.split()[1]) == pytest.approx(float(b.split()[1][:-1]) / 0.4, abs=0.02)
+        assert a.split(": ")[1] == b.split(": ")[1]
     with pytest.raises(KeyError, match="no identity boundary for seed 5"):
         service.identity_page(5)
     with pytest.raises(ValueError, match="--mapping"):

@@ -266,7 +266,12 @@ def extra_tabs(service: EditorService, face_state: gr.State) -> None:
                 ref = gr.Dropdown([int(s) for s in ids.seeds[:500]], value=int(ids.seeds[0]),
                                   label="reference seed")
                 count = gr.Slider(1, 32, value=8, step=1, label="faces")
-                max_off = gr.Slider(0.5, 5.0, value=2.0, step=0.1, label="max offset")
+                if service.offset_units == "sigma":
+                    max_off = gr.Slider(0.5, 20.0, value=6.0, step=0.5,
+                                        label="max offset (sigma: the store's spread)")
+                else:
+                    max_off = gr.Slider(0.5, 5.0, value=2.0, step=0.1,
+                                        label="max offset (raw latent units)")
                 page_seed = gr.Number(value=0, precision=0, label="sampling seed")
             page = gr.Button("Show", elem_id="identity-page")
             gallery = gr.Gallery(columns=5, label="the reference first", elem_id="identity-gallery",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from facelatent.webui.service import EditorService
@@ -51,7 +52,11 @@ def load_service(*, boundaries: str | Path | None = None, store: str | Path | No
     if identities is not None:
         from facelatent.boundaries import IdentityBoundaries
 
+        from facelatent.boundaries.identity import MissingSpreadError, ensure_sigma
+
         ids = IdentityBoundaries.load(identities)
+        with contextlib.suppress(MissingSpreadError):   # then the page counts in raw units
+            ids = ensure_sigma(ids)
         if ids.dim != (generator.w_dim if ids.space == "w" else generator.z_dim):
             raise ValueError(f"--identities {identities}: {ids.space}-space boundaries of "
                              f"dimension {ids.dim} do not fit {setup['generator']}")

@@ -64,6 +64,7 @@ __all__ = ["MAX_STRENGTH", "PANEL_ATTRIBUTES", "Aligned", "Analysis", "Edit", "E
 
 KEEP_EXPORTS = 64      # newest download folders kept; the front end has served or copied older ones
 MAX_STRENGTH = 10.0    # sigma; beyond a few sigma faces break up, beyond this nothing is a face
+RAW_MAX_OFF = 2.0      # identity page, boundaries without a spread: raw units (~7-10 sigma in W)
 # Scores in the live panel, with what they mean. Log-odds rather than probabilities: on
 # generated faces the probabilities saturate, and log-odds move with the sliders.
 PANEL_ATTRIBUTES = {"yaw": "pose: yaw (deg)", "pitch": "pose: pitch (deg)",
@@ -363,13 +364,24 @@ class EditorService:
         return self._with_reference(Face(name[:80], w, "swap",
                                          involved=(self.mapper.config.id_model,)))
 
-    def identity_page(self, reference: int, n: int = 8, max_off: float = 2.0,
+    @property
+    def offset_units(self) -> str:
+        """The identity page's ``max_off`` unit: "sigma" (the store's spread along each identity
+        normal, as `facelatent dataset build` counts by default) when the boundaries hold it,
+        else "raw" latent units."""
+        ids = self.identities
+        return "sigma" if ids is not None and ids.sigma is not None else "raw"
+
+    def identity_page(self, reference: int, n: int = 8, max_off: float | None = None,
                       seed: int = 0) -> tuple[np.ndarray, list[str]]:
         """``n`` faces of the synthetic identity of reference seed ``reference`` (ExFaceGAN's
-        paper sampling, ``max_off``), the reference first: ``[n + 1, P, P, 3]`` uint8 previews
-        and a caption per face with its cosine to the reference by the recogniser that did not
-        label the boundaries, and the same-person verdict."""
+        paper sampling, ``max_off`` in `offset_units`; default the dataset builder's 6 sigma,
+        or 2 raw units for boundaries without a spread), the reference first:
+        ``[n + 1, P, P, 3]`` uint8 previews and a caption per face with its offset, its cosine
+        to the reference by the recogniser that did not label the boundaries, and the
+        same-person verdict."""
         from facelatent.datasets.sampling import sample_identity
+        from facelatent.datasets.shard import DEFAULT_MAX_OFF
 
         ids = self.identities
         if ids is None:
@@ -378,7 +390,12 @@ class EditorService:
         if not 1 <= int(n) <= 32:
             raise ValueError(f"faces per page must lie in 1..32, got {n}")
         row = ids.index(int(reference))          # KeyError naming the seed
-        latents, offsets, _ = sample_identity(ids, int(n), max_off=float(max_off),
+        sigma = float(ids.sigma[row]) if ids.sigma is not None else 1.0
+        if max_off is None:
+            max_off = DEFAULT_MAX_OFF if ids.sigma is not None else RAW_MAX_OFF
+        if not (np.isfinite(max_off) and max_off > 0):
+            raise ValueError(f"max offset must be a positive number, got {max_off}")
+        latents, offsets, _ = sample_identity(ids, int(n), max_off=float(max_off) * sigma,
                                               reference=int(reference), seed=(int(seed),
                                                                               int(reference)))
         x = torch.from_numpy(np.concatenate([ids.latents[row:row + 1], latents]))
@@ -391,8 +408,8 @@ class EditorService:
         cos = (emb @ emb[0]).tolist()
         verdict = ["same" if c > SAME_PERSON_THRESHOLD[judge] else "other" for c in cos]
         captions = [f"reference seed {int(reference)}"] + [
-            f"offset {o:.2f}: {judge} {c:.3f} ({v})"
-            for o, c, v in zip(offsets, cos[1:], verdict[1:])]
+            f"offset {o / sigma:.2f}{' sigma' if ids.sigma is not None else ''}: {judge} "
+            f"{c:.3f} ({v})" for o, c, v in zip(offsets, cos[1:], verdict[1:])]
         return previews, captions
 
 
