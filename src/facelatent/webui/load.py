@@ -51,7 +51,6 @@ def load_service(*, boundaries: str | Path | None = None, store: str | Path | No
     ids = None
     if identities is not None:
         from facelatent.boundaries import IdentityBoundaries
-
         from facelatent.boundaries.identity import MissingSpreadError, ensure_sigma
 
         ids = IdentityBoundaries.load(identities)
