@@ -353,6 +353,23 @@ def test_a_trained_recogniser_on_lfw_counts_misses_and_caches_crops(
     assert (one.folds, one.pairs, one.cached) == ((2,), 4, True)
 
 
+@pytest.mark.parametrize("case", ["no recogniser", "no lfw", "bad folds"])
+def test_fr_evaluate_bad_input_gives_one_line(case: str, fake_lfw: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    lfw, model, folds = str(fake_lfw), str(tmp_path), "1-2"
+    if case == "no lfw":
+        lfw = str(tmp_path / "nope")
+    elif case == "bad folds":
+        folds = "3"
+    code = main(["fr", "evaluate", "--lfw", lfw, "--model", model, "--folds", folds,
+                 "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    expected = {"no recogniser": "not a recogniser folder (no config.json)",
+                "no lfw": "no pairs.txt", "bad folds": "folds must be numbers from 1 to 2"}[case]
+    assert expected in err[0]
+
+
 @pytest.mark.slow
 def test_fr_evaluate_sface_on_lfw_fold_1(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:

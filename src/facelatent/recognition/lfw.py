@@ -142,6 +142,8 @@ def evaluate_lfw(lfw: str | Path, model: str | Path = "sface", *,
     if str(model) in PRETRAINED:
         return verify_lfw(lfw, (str(model),), folds=folds, cache=cache, analyzer=analyzer,
                           device=device, batch_size=batch_size, progress=progress)[str(model)]
+    pairs, _ = read_lfw(lfw)                # the cheap checks first: LFW, then the folds
+    pairs.select(range(1, pairs.folds + 1) if folds is None else folds)
     recognizer = load_recognizer(model, device, flip=flip)
     crops = lfw_crops(lfw, folds=folds, cache=cache, analyzer=analyzer, device=device,
                       batch_size=batch_size, progress=progress)
