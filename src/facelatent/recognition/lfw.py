@@ -38,6 +38,7 @@ from facelatent.faces.lfw import (
 from facelatent.images import from_uint8
 from facelatent.io import load_npz, save_npz
 from facelatent.recognition.checkpoint import Recognizer, load_recognizer
+from facelatent.runtime import keep_freed_memory
 
 __all__ = ["CROP_CACHE_FORMAT", "PRETRAINED", "PUBLISHED", "LfwCrops", "evaluate_crops",
            "evaluate_lfw", "lfw_crops"]
@@ -119,6 +120,8 @@ def evaluate_crops(recognizer: Recognizer, crops: LfwCrops, *, name: str = "chec
     """LFW's protocol for ``recognizer`` on prepared ``crops`` (see the module docstring)."""
     start = time.perf_counter()
     device = next(recognizer.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()      # reuse activation memory, not page-fault it in per batch
     embeddings = np.full((len(crops.names), recognizer.dim), np.nan, dtype=np.float32)
     rows = np.flatnonzero(crops.found)
     for i in range(0, len(rows), batch_size):

@@ -59,6 +59,7 @@ from facelatent.recognition.lfw import LfwCrops, evaluate_crops, lfw_crops
 from facelatent.recognition.model import build_backbone, count_parameters
 from facelatent.recognition.settings import TrainSettings
 from facelatent.runs.sharded import Progress, check_resume
+from facelatent.runtime import keep_freed_memory
 
 __all__ = ["LfwCheck", "TrainReport", "read_log", "train_recognizer"]
 
@@ -170,6 +171,10 @@ class _Run:
     def __init__(self, out: Path, data: TrainingSet, settings: TrainSettings) -> None:
         self.out, self.data, self.s = out, data, settings
         self.device = torch.device(settings.device)
+        if self.device.type == "cpu":
+            # Activations are freed and reallocated every step; unmapping them each time made
+            # the kernel's page faults cost as much as the network itself.
+            keep_freed_memory()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             self.backbone = build_backbone(settings.model)
