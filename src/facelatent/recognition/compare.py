@@ -23,9 +23,9 @@ same LFW crops:
    (``OUT/stages/<mode>/lfw-scores.npz``) for the DET curve, EER and TAR at fixed FAR.
 
 Each finished stage writes ``OUT/stages/<mode>/<stage>.json``; a re-run reads it instead of
-redoing the stage, so a killed comparison resumes at the stage it was in, and more modes can be
-added to a finished one. ``OUT/compare.json`` holds the settings that every mode shares (the
-references, dataset and training settings, LFW folds): a re-run with others is refused.
+redoing the stage (a killed comparison resumes where it was; modes can be added later).
+``OUT/compare.json`` holds what every mode shares (references, dataset and training settings,
+LFW folds): a re-run with other settings is refused.
 
 Offsets: ``max_off`` (sigma) is the paper, random and varied modes' |N(0, max_off)| scale.
 ExFaceGAN's code mode draws u ~ U(0, c) per latent dimension; its step u * n moves c/2 along
@@ -42,7 +42,6 @@ do not overlap); the folds A wins are reported beside it.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -165,7 +164,7 @@ def compare_modes(identities: str | Path | Any, out: str | Path, settings: Compa
     """Build, train and measure every mode of ``settings`` in ``out`` (resumable; see the
     module docstring), then write ``comparison.json``, ``table.md`` and ``comparison.html``.
 
-    ``identities``: an `identity fit` folder or its ``.npz`` (or `IdentityBoundaries`). ``train``: the one training
+    ``identities``: an `identity fit` folder, its ``.npz`` or `IdentityBoundaries`. ``train``: the one training
     budget of every mode. ``lfw``: LFW's folder; ``cache``: where its crops are kept (default:
     ``OUT/lfw-cache``). ``models`` (generator and face models for the builds) and ``analyzer``
     (face models for LFW's alignment): tests pass tiny ones. ``on_stage(mode, stage, what)``
@@ -224,15 +223,19 @@ def compare_modes(identities: str | Path | Any, out: str | Path, settings: Compa
                     tell(mode, stage, "read")
                     continue
                 tell(mode, stage, "start")
-                if stage == "dataset":
-                    bar = progress(f"{mode}: dataset") if progress else None
-                    record[stage] = _dataset_stage(root, mode, ids, settings, generator, models,
-                                                   str(source), bar)
-                elif stage == "train":
-                    bar = progress(f"{mode}: train") if progress else None
-                    record[stage] = _train_stage(root, mode, train, bar)
-                else:
-                    record[stage] = _lfw_stage(root, mode, lfw_crops_once(), settings.device)
+                bar = progress(f"{mode}: {stage}") if progress and stage != "lfw" else None
+                try:
+                    if stage == "dataset":
+                        record[stage] = _dataset_stage(root, mode, ids, settings, generator,
+                                                       models, str(source), bar)
+                    elif stage == "train":
+                        record[stage] = _train_stage(root, mode, train, bar)
+                    else:
+                        record[stage] = _lfw_stage(root, mode, lfw_crops_once(),
+                                                   settings.device)
+                finally:
+                    if bar is not None and hasattr(bar, "close"):
+                        bar.close()
                 write_json(file, record[stage], format=f"{FORMAT}.{stage}")
                 result.stages_run.append(f"{mode}/{stage}")
                 tell(mode, stage, "done")
@@ -262,14 +265,10 @@ def _dataset_stage(root: Path, mode: str, ids: Any, settings: CompareSettings,
     from facelatent.datasets.quality import measuring_model, read_dataset
 
     path = root / "datasets" / mode
-    try:
-        report = build_dataset(path, ids, settings.dataset_settings(mode),
-                               attributes=settings.attributes if mode == "varied" else None,
-                               generator=generator, limit=settings.identities_max,
-                               models=models, source=source, progress=bar)
-    finally:
-        if bar is not None and hasattr(bar, "close"):
-            bar.close()
+    report = build_dataset(path, ids, settings.dataset_settings(mode),
+                           attributes=settings.attributes if mode == "varied" else None,
+                           generator=generator, limit=settings.identities_max, models=models,
+                           source=source, progress=bar)
     table = read_dataset(path)
     model, why = measuring_model(table.manifest)
     q = dataset_quality(table, model)
@@ -296,11 +295,7 @@ def _train_stage(root: Path, mode: str, train: TrainSettings,
     from facelatent.recognition.train import read_log, train_recognizer
 
     run = root / "train" / mode
-    try:
-        report = train_recognizer(root / "datasets" / mode, run, train, progress=bar)
-    finally:
-        if bar is not None and hasattr(bar, "close"):
-            bar.close()
+    report = train_recognizer(root / "datasets" / mode, run, train, progress=bar)
     lines = list(read_log(run / "log.jsonl"))
     return {"path": str(run), "epochs": report.epoch, "images": report.images,
             "classes": report.classes, "skipped": report.skipped,
@@ -402,7 +397,3 @@ def verdict(lfw: Mapping[str, Mapping[str, Any]], mode: str = DEFAULT_MODE) -> d
             + " beyond the fold spread (mean - std above the other's mean + std)")
     return {"mode": mode, "beats_all": beats, "against": against, "text": text}
 
-
-def load_comparison(out: str | Path) -> dict[str, Any]:
-    """``OUT/comparison.json`` as written by :func:`compare_modes`."""
-    return json.loads((Path(out) / "comparison.json").read_text(encoding="utf-8"))
