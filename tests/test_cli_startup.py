@@ -114,6 +114,11 @@ def test_copied_constants_match_the_library() -> None:
     from facelatent.boundaries import linear
     assert constants.SOLVERS == linear.SOLVERS
     assert constants.DEFAULT_SOLVER == linear.LinearBoundary().solver
+    from facelatent.datasets import sampling as dsampling
+    from facelatent.datasets import shard
+    assert constants.SAMPLE_MODES == dsampling.SAMPLE_MODES
+    assert constants.OFFSET_UNITS == shard.OFFSET_UNITS
+    assert constants.DEFAULT_MAX_OFF == shard.DEFAULT_MAX_OFF == shard.DatasetSettings().max_off
 
 
 # --- BLAS threads ---------------------------------------------------------------------------

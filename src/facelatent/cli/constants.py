@@ -22,3 +22,8 @@ GENERATE_MAX_SEEDS = 10_000
 # facelatent.boundaries.linear
 SOLVERS = ("logistic", "lda", "linear-svc", "svc", "mean-diff")
 DEFAULT_SOLVER = "logistic"            # LinearBoundary's default solver
+
+# facelatent.datasets.sampling and facelatent.datasets.shard
+SAMPLE_MODES = ("paper", "code", "random", "varied")
+OFFSET_UNITS = ("sigma", "raw")
+DEFAULT_MAX_OFF = 6.0

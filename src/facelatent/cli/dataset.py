@@ -10,9 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from facelatent.cli.constants import DEFAULT_MAX_OFF, OFFSET_UNITS, SAMPLE_MODES
 from facelatent.cli.sample import ProgressBar, add_engine_arguments, engine_from_args
-from facelatent.datasets.sampling import SAMPLE_MODES
-from facelatent.datasets.shard import DEFAULT_MAX_OFF, OFFSET_UNITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
