@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,9 +33,24 @@ import numpy as np
 
 from facelatent.errors import FacelatentError, FileFormatError
 
-__all__ = ["FileFormatError", "LOCK_NAME", "MAX_NPZ_ELEMENTS", "atomic_path", "check_header",
-           "jsonable", "load_npy", "load_npz", "open_checked", "read_json", "save_npz",
-           "write_bytes", "write_json", "writer_lock"]
+__all__ = [
+    "LOCK_NAME",
+    "MAX_NPZ_ELEMENTS",
+    "FileFormatError",
+    "atomic_path",
+    "check_header",
+    "jsonable",
+    "jsonl_appender",
+    "load_npy",
+    "load_npz",
+    "open_checked",
+    "read_json",
+    "read_jsonl",
+    "save_npz",
+    "write_bytes",
+    "write_json",
+    "writer_lock",
+]
 
 LOCK_NAME = ".writer.lock"
 MAX_NPZ_ELEMENTS = 50_000_000     # default cap per .npz member (200 MB of float32)
@@ -79,6 +94,35 @@ def write_json(path: str | os.PathLike[str], data: Mapping[str, Any], *,
                 **{k: v for k, v in body.items() if k not in ("format", "format_version")}}
     text = json.dumps(jsonable(body), indent=2, allow_nan=False)
     return write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+@contextlib.contextmanager
+def jsonl_appender(path: str | os.PathLike[str],
+                   keep: Callable[[dict[str, Any]], bool] | None = None,
+                   ) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A training log: yields ``log(line)``, which appends ``line`` as one JSON line and flushes
+    (a kill loses at most the line being written). ``keep``: first drop the existing lines it
+    rejects, atomically, e.g. those a killed run wrote after its last checkpoint, so a resumed
+    run logs each step once."""
+    path = Path(path)
+    if keep is not None and path.exists():
+        kept = [line for line in read_jsonl(path) if keep(line)]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(json.dumps(line) + "\n" for line in kept), encoding="utf-8")
+    with open(path, "a", encoding="utf-8") as fh:
+        def log(line: dict[str, Any]) -> None:
+            fh.write(json.dumps(line) + "\n")
+            fh.flush()
+        yield log
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The lines of a JSON-lines log as dicts (a line cut short by a kill is skipped)."""
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            yield json.loads(raw)
+        except json.JSONDecodeError:
+            continue
 
 
 def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any], *, format: str,
@@ -209,7 +253,7 @@ def load_npz(path: str | os.PathLike[str], *, format: str | None = None,
     out: dict[str, np.ndarray] = {}
     with archive:
         for info in archive.infolist():
-            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            name = info.filename.removesuffix(".npy")
             try:
                 with archive.open(info) as member:
                     out[name] = _read_npy(member, f"{path}: member {name!r}", max_elements, kind)

@@ -22,7 +22,7 @@ from facelatent.images import from_uint8, load_rgb, to_uint8
 from facelatent.io import load_npz, save_npz
 
 __all__ = ["CACHE_FORMAT", "LfwPairs", "VerificationResult", "align_files", "analyzer_of",
-           "embed_files", "fingerprint", "parse_pairs", "read_lfw", "verification_result",
+           "embed_files", "fingerprint", "parse_pairs", "read_folds", "read_lfw", "verification_result",
            "verify_lfw"]
 
 CACHE_FORMAT = "facelatent.lfw_embeddings"
@@ -116,6 +116,20 @@ def read_lfw(lfw: str | Path) -> tuple[LfwPairs, Path]:
             return pairs, folder
     raise ValueError(f"lfw: no folder in {root} (or one level below) holds {probe}; pass the "
                      "LFW folder whose images sit as Name/Name_0001.jpg")
+
+
+def read_folds(lfw: str | Path, folds: Sequence[int] | None = None
+               ) -> tuple[LfwPairs, Path, list[str]]:
+    """``(pairs of folds, image folder, every image they name once)`` of an LFW folder
+    (:func:`read_lfw`; ``folds`` default all), checked: ValueError when an image is missing."""
+    pairs, images_dir = read_lfw(lfw)
+    pairs = pairs.select(range(1, pairs.folds + 1) if folds is None else folds)
+    names = pairs.images()
+    missing = [n for n in names if not (images_dir / n).is_file()]
+    if missing:
+        raise ValueError(f"lfw: {len(missing)} of the {len(names)} images the pairs name are "
+                         f"missing from {images_dir} (first: {missing[0]}); pass a complete LFW")
+    return pairs, images_dir, names
 
 
 # -- embedding ---------------------------------------------------------------------------------
@@ -301,13 +315,7 @@ def verify_lfw(lfw: str | Path, models: Sequence[str] = ("sface", "dlib"), *,
     changes. ``analyzer``: reuse loaded models (default: a new one on ``device``).
     ``progress(done, total)``: images embedded so far. Returns ``{model: VerificationResult}``.
     """
-    pairs, images_dir = read_lfw(lfw)
-    pairs = pairs.select(range(1, pairs.folds + 1) if folds is None else folds)
-    names = pairs.images()
-    missing = [n for n in names if not (images_dir / n).is_file()]
-    if missing:
-        raise ValueError(f"lfw: {len(missing)} of the {len(names)} images the pairs name are "
-                         f"missing from {images_dir} (first: {missing[0]}); pass a complete LFW")
+    pairs, images_dir, names = read_folds(lfw, folds)
     cache_dir = None if cache is None else Path(cache)
     start = time.perf_counter()
     embeddings = {m: _cached_embeddings(cache_dir, m, face, names) for m in models}

@@ -24,12 +24,9 @@ an uninterrupted one and ends in the same state. A larger ``steps`` extends a fi
 
 from __future__ import annotations
 
-import contextlib
-import json
 import shutil
 import time
 import zlib
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +39,8 @@ from facelatent.errors import FacelatentError
 from facelatent.faces.analysis import FaceAnalyzer, get_analyzer
 from facelatent.generators import Generator, get_generator
 from facelatent.images import resize
-from facelatent.io import atomic_path, writer_lock
+from facelatent.io import jsonl_appender, writer_lock
+from facelatent.io import read_jsonl as read_log
 from facelatent.mapping import losses as L
 from facelatent.mapping.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from facelatent.mapping.data import TrainingData
@@ -110,7 +108,7 @@ def train_mapping(data: TrainingData, out: str | Path, settings: TrainSettings, 
             return run.report("complete", 0, 0.0)
         t0 = time.perf_counter()
         start = run.ckpt.step
-        with _log_appender(out / LOG) as log:
+        with jsonl_appender(out / LOG) as log:
             if start == 0 and run.proxy_validation:
                 log({"stage": settings.stage, "step": 0,
                      **{f"proxy_{k}": v for k, v in run.proxy_validation.items()}})
@@ -391,28 +389,6 @@ def _new_checkpoint(data: TrainingData, settings: TrainSettings, config: MapperC
 def _trim_log(path: Path, stage: str, step: int) -> None:
     """Drop the log lines of ``stage`` after ``step`` (written after the checkpoint a killed
     run left), so a resumed run logs each step once."""
-    if not path.exists():
-        return
-    kept = [line for line in read_log(path)
-            if line.get("stage") != stage or int(line.get("step", 0)) <= step]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(line) + "\n" for line in kept), encoding="utf-8")
-
-
-@contextlib.contextmanager
-def _log_appender(path: Path) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """Append JSON lines to the log, flushed each time (a kill loses at most the last)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        def write(line: dict[str, Any]) -> None:
-            fh.write(json.dumps(line) + "\n")
-            fh.flush()
-        yield write
-
-
-def read_log(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The lines of a run's ``log.jsonl`` as dicts (lines cut short by a kill skipped)."""
-    for raw in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            yield json.loads(raw)
-        except json.JSONDecodeError:
-            continue
+    with jsonl_appender(path, keep=lambda line: line.get("stage") != stage
+                        or int(line.get("step", 0)) <= step):
+        pass

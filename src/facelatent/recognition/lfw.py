@@ -31,6 +31,7 @@ from facelatent.faces.lfw import (
     VerificationResult,
     align_files,
     fingerprint,
+    read_folds,
     read_lfw,
     verification_result,
     verify_lfw,
@@ -79,13 +80,7 @@ def lfw_crops(lfw: str | Path, *, folds: Sequence[int] | None = None, face: str 
     folder ``lfw``. With ``cache`` (a folder), crops already there are read and only missing
     ones are made and added; the file is remade when facelatent or the detector's files change.
     ``progress(done, total)`` while photos are aligned."""
-    pairs, images_dir = read_lfw(lfw)
-    pairs = pairs.select(range(1, pairs.folds + 1) if folds is None else folds)
-    names = pairs.images()
-    missing = [n for n in names if not (images_dir / n).is_file()]
-    if missing:
-        raise ValueError(f"lfw: {len(missing)} of the {len(names)} images the pairs name are "
-                         f"missing from {images_dir} (first: {missing[0]}); pass a complete LFW")
+    pairs, images_dir, names = read_folds(lfw, folds)
     start = time.perf_counter()
     key = fingerprint((), face)
     file = None if cache is None else _cache_file(Path(cache), images_dir, face)

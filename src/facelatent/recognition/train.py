@@ -22,11 +22,9 @@ dropped on resume, so each epoch is logged once.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,8 @@ from facelatent import __version__
 from facelatent.errors import FacelatentError, FileFormatError
 from facelatent.faces.analysis import FaceAnalyzer
 from facelatent.faces.lfw import read_lfw
-from facelatent.io import atomic_path, write_json, writer_lock
+from facelatent.io import jsonl_appender, write_json, writer_lock
+from facelatent.io import read_jsonl as read_log
 from facelatent.recognition.checkpoint import (
     CONFIG,
     FORMAT,
@@ -123,7 +122,8 @@ def train_recognizer(dataset: str | Path | TrainingSet, out: str | Path,
         if progress is not None:
             progress.start(settings.epochs * run.steps_per_epoch, run.step)
         start, first = time.perf_counter(), run.epoch
-        with _log_appender(out / LOG, run.epoch) as log:
+        # lines past the checkpoint's epoch were written before a kill stopped its checkpoint
+        with jsonl_appender(out / LOG, keep=lambda ln: int(ln.get("epoch", 0)) <= run.epoch) as log:
             while run.epoch < settings.epochs:
                 line = run.train_epoch(progress)
                 if crops is not None:
@@ -282,25 +282,3 @@ def _last_line(path: Path) -> dict[str, Any]:
     return lines[-1] if lines else {}
 
 
-@contextlib.contextmanager
-def _log_appender(path: Path, epoch: int) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """Append JSON lines to the log, after dropping any line past ``epoch`` (the checkpoint's:
-    written before a kill stopped the checkpoint after it)."""
-    if path.exists():
-        kept = [ln for ln in read_log(path) if int(ln.get("epoch", 0)) <= epoch]
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(json.dumps(ln) + "\n" for ln in kept), encoding="utf-8")
-    with open(path, "a", encoding="utf-8") as fh:
-        def write(line: dict[str, Any]) -> None:
-            fh.write(json.dumps(line) + "\n")
-            fh.flush()
-        yield write
-
-
-def read_log(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The lines of a run's ``log.jsonl`` as dicts (a line cut short by a kill is skipped)."""
-    for raw in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            yield json.loads(raw)
-        except json.JSONDecodeError:
-            continue
