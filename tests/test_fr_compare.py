@@ -29,10 +29,10 @@ from facelatent.recognition.compare import (
     pair_rates,
     verdict,
 )
-from facelatent.runs import Models, ResumeMismatchError
+from facelatent.runs import ResumeMismatchError
 from tests.test_dataset_variation import boundaries, make_store
 from tests.test_dataset_writer import models
-from tests.test_recognition import MissC1, PAIRS
+from tests.test_recognition import PAIRS, MissC1
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

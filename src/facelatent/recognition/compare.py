@@ -292,7 +292,7 @@ def _dataset_stage(root: Path, mode: str, ids: Any, settings: CompareSettings,
 
 def _train_stage(root: Path, mode: str, train: TrainSettings,
                  bar: Progress | None) -> dict[str, Any]:
-    from facelatent.recognition.train import read_log, train_recognizer
+    from facelatent.recognition import read_log, train_recognizer
 
     run = root / "train" / mode
     report = train_recognizer(root / "datasets" / mode, run, train, progress=bar)
