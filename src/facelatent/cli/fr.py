@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     actions = group.add_subparsers(dest="fr_command", metavar="ACTION", required=True)
     _register_train(actions)
     _register_evaluate(actions)
+    from facelatent.cli.fr_compare import add_compare_parser
+
+    add_compare_parser(actions)
 
 
 def _add_lfw_options(p: argparse.ArgumentParser) -> None:

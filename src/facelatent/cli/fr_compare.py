@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+from facelatent.cli.constants import DEFAULT_MAX_OFF, SAMPLE_MODES
+
 DESCRIPTION = ("For each sampling mode (paper, code, random, varied): build a dataset from the "
                "same references with the same identities x images, train the same recogniser "
                "with the same budget and seed, and measure it on LFW (10 folds). Writes "
@@ -27,16 +29,14 @@ DESCRIPTION = ("For each sampling mode (paper, code, random, varied): build a da
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    from facelatent.datasets.shard import DEFAULT_MAX_OFF
-
     p.add_argument("--identities", required=True, metavar="DIR",
                    help="identity boundaries: a folder from `identity fit` or its .npz")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="comparison folder: datasets/, train/, stages/ and the outputs")
     p.add_argument("--lfw", required=True, metavar="DIR",
                    help="LFW folder holding pairs.txt and the images")
-    p.add_argument("--modes", default="paper,code,random,varied",
-                   help="comma-separated sampling modes (default: all four)")
+    p.add_argument("--modes", default=",".join(SAMPLE_MODES),
+                   help="comma-separated sampling modes (default: all four, %(default)s)")
     p.add_argument("--per-identity", type=int, default=10, help="images per class")
     p.add_argument("--identities-max", type=int, default=None, metavar="N",
                    help="use only the first N references by seed (default: all)")
