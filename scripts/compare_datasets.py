@@ -6,7 +6,8 @@ and equal training budget, measured on LFW (issue 16, item 5; facelatent.recogni
         --per-identity 10 --modes paper,code,random,varied --epochs 4 --preset cpu \
         --lfw ../shared/datasets/lfw --out runs/fr-compare [--both-sides] [--cache DIR]
 
-Writes OUT/comparison.json, OUT/table.md and OUT/comparison.html and prints the table.
+The same as `facelatent fr compare` (same arguments). Writes OUT/comparison.json,
+OUT/table.md and OUT/comparison.html and prints the table.
 Resumable: the same command after a kill redoes only the unfinished stages. Errors are one
 line (exit 2), as with the `facelatent` command.
 """

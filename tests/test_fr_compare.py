@@ -193,6 +193,7 @@ def test_verdict_needs_the_bands_apart() -> None:
 
 
 def script_main() -> Any:
+    """scripts/compare_datasets.py's main (the same parser as `facelatent fr compare`)."""
     spec = importlib.util.spec_from_file_location("compare_datasets", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -228,3 +229,15 @@ def test_bad_arguments_give_one_line(case: str, setup: dict[str, Any], tmp_path:
                 "bad folds": "folds must be numbers from 1 to 2"}[case]
     assert expected in err[0]
     assert not (tmp_path / "out").exists()         # refused before anything was made
+
+
+def test_fr_compare_is_a_command_of_the_fr_group(setup: dict[str, Any], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from facelatent.cli import main
+
+    code = main(["fr", "compare", "--identities", str(setup["ids"]), "--lfw",
+                 str(setup["lfw"]), "--out", str(tmp_path / "out"), "--per-identity", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    expected = ("facelatent: error: per_identity must be at least 2 (a class needs two images "
+                "to teach anything), got 1")
+    assert code == 2 and err == [expected]

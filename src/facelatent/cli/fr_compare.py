@@ -1,12 +1,12 @@
 """`fr compare`: the sampling modes of `dataset build` compared by what matters, the LFW accuracy
 of a recogniser trained on each (see facelatent.recognition.compare).
 
-    python scripts/compare_datasets.py --identities runs/ident16/ids --per-identity 10 \\
+    facelatent fr compare --identities runs/ident16/ids --per-identity 10 \\
         --modes paper,code,random,varied --epochs 4 --preset cpu \\
         --lfw ../shared/datasets/lfw --out runs/fr-compare
 
-`add_compare_parser(actions)` adds it under a command group (`facelatent fr compare`);
-`build_parser()` makes the stand-alone parser of scripts/compare_datasets.py.
+`add_compare_parser(actions)` adds it to the `fr` group; `build_parser()` makes the same
+parser stand-alone for scripts/compare_datasets.py.
 """
 
 from __future__ import annotations
