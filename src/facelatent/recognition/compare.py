@@ -164,9 +164,9 @@ def compare_modes(identities: str | Path | Any, out: str | Path, settings: Compa
     """Build, train and measure every mode of ``settings`` in ``out`` (resumable; see the
     module docstring), then write ``comparison.json``, ``table.md`` and ``comparison.html``.
 
-    ``identities``: an `identity fit` folder, its ``.npz`` or `IdentityBoundaries`. ``train``: the one training
-    budget of every mode. ``lfw``: LFW's folder; ``cache``: where its crops are kept (default:
-    ``OUT/lfw-cache``). ``models`` (generator and face models for the builds) and ``analyzer``
+    ``identities``: an `identity fit` folder, its ``.npz`` or `IdentityBoundaries`. ``train``:
+    the one training budget of every mode (run on ``settings.device``). ``lfw``: LFW's folder;
+    ``cache``: where its crops are kept (default: ``OUT/lfw-cache``). ``models`` (generator and face models for the builds) and ``analyzer``
     (face models for LFW's alignment): tests pass tiny ones. ``on_stage(mode, stage, what)``
     is told each stage's start and end, or that it was read; ``progress(description)`` makes a
     progress bar for each build and training run."""
