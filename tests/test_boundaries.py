@@ -188,7 +188,7 @@ def test_save_load_round_trip(tmp_path: Path, data) -> None:
     assert (back.space, back.attribute) == ("w", "smile")
     assert back.metrics["remaining_accuracy"] is None        # NaN is stored as JSON null
     assert back.metrics["val_accuracy"] == b.metrics["val_accuracy"]
-    assert back.provenance["store"] == "runs/ffhq" and back.provenance["solver"] == "logistic"
+    assert back.provenance["store"] == "runs/ffhq" and back.provenance["solver"] == "svc"
     assert back.provenance["intercept_known"] is True and back.provenance["seed"] == 0
 
 

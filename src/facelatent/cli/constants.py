@@ -20,8 +20,8 @@ MAX_BATCH = 512
 GENERATE_MAX_SEEDS = 10_000
 
 # facelatent.boundaries.linear
-SOLVERS = ("logistic", "lda", "linear-svc", "svc", "mean-diff")
-DEFAULT_SOLVER = "logistic"            # LinearBoundary's default solver
+SOLVERS = ("svc", "logistic", "lda", "linear-svc", "mean-diff")
+DEFAULT_SOLVER = "svc"                 # LinearBoundary's default solver
 
 # facelatent.datasets.sampling and facelatent.datasets.shard
 SAMPLE_MODES = ("paper", "code", "random", "varied")
