@@ -389,11 +389,12 @@ def verdict(lfw: Mapping[str, Mapping[str, Any]], mode: str = DEFAULT_MODE) -> d
         against[other] = {"difference": me["accuracy"] - r["accuracy"],
                           "beyond_spread": me["accuracy"] - me["std"] > r["accuracy"] + r["std"],
                           "folds_won": int(wins), "folds": len(me["fold_accuracies"])}
-    beats = all(v["beyond_spread"] for v in against.values())
-    names = ", ".join(against)
-    text = (f"{mode} beats {names} on LFW beyond the fold spread" if beats else
-            f"{mode} does not beat " + ", ".join(o for o, v in against.items()
-                                                  if not v["beyond_spread"])
-            + " beyond the fold spread (mean - std above the other's mean + std)")
+    won = [o for o, v in against.items() if v["beyond_spread"]]
+    lost = [o for o in against if o not in won]
+    beats = not lost
+    text = (f"{mode} beats {', '.join(won)} on LFW beyond the fold spread" if beats else
+            (f"{mode} beats {', '.join(won)}, but " if won else f"{mode} ")
+            + f"does not beat {', '.join(lost)} beyond the fold spread (mean - std above the "
+              "other's mean + std)")
     return {"mode": mode, "beats_all": beats, "against": against, "text": text}
 
