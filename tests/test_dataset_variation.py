@@ -264,3 +264,15 @@ def test_the_cli_refuses_sigma_without_a_spread_in_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     assert "--offset-units raw" in err and "refit" in err and err.strip().count("\n") == 0
     assert not (tmp_path / "d").exists()
+
+
+def test_random_mode_refuses_both_sides() -> None:
+    from facelatent.datasets import DatasetSettings
+    from facelatent.recognition.compare import CompareSettings
+
+    with pytest.raises(ValueError, match="random directions have no side") as info:
+        DatasetSettings(mode="random", both_sides=True)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="random directions have no side"):
+        CompareSettings(modes=("paper", "random"), both_sides=True)
+    CompareSettings(modes=("paper", "varied"), both_sides=True)

@@ -68,6 +68,9 @@ class DatasetSettings:
             raise ValueError(f"max_off must be a positive number, got {self.max_off}")
         if self.mode not in SAMPLE_MODES:
             raise ValueError(f"mode must be one of {', '.join(SAMPLE_MODES)}, got {self.mode!r}")
+        if self.mode == "random" and self.both_sides:
+            raise ValueError("random directions have no side, so --both-sides would add a "
+                             "second class of the same face; drop --both-sides for --mode random")
         if self.offset_units not in OFFSET_UNITS:
             raise ValueError(f"offset_units must be 'sigma' or 'raw', got {self.offset_units!r}")
         if not (math.isfinite(self.attribute_scale) and self.attribute_scale >= 0):

@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from facelatent.datasets.quality import dataset_quality, det_curve, eer, fnmr_at_fmr
 from facelatent.datasets.sampling import SAMPLE_MODES
@@ -108,6 +107,10 @@ class CompareSettings:
         if self.identities_max is not None and self.identities_max < 2:
             raise ValueError(f"identities_max must be at least 2 (a recogniser needs two "
                              f"classes), got {self.identities_max}")
+        if self.both_sides and "random" in self.modes:
+            raise ValueError("random directions have no side, so --both-sides would give random "
+                             "a second class of the same face; compare random without "
+                             "--both-sides, or leave it out of --modes")
         for name in ("max_off", "code_max_off"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -305,22 +308,16 @@ def _train_stage(root: Path, mode: str, train: TrainSettings,
             "train_accuracy": [ln["train_accuracy"] for ln in lines]}
 
 
-@torch.no_grad()
 def _lfw_stage(root: Path, mode: str, crops: Any, device: str) -> dict[str, Any]:
     from facelatent.faces.lfw import verification_result
-    from facelatent.images import from_uint8
     from facelatent.recognition.checkpoint import load_recognizer
+    from facelatent.recognition.lfw import crop_embeddings
 
     start = time.perf_counter()
     run = root / "train" / mode
-    net = load_recognizer(run, device)
     # The embeddings once, then both the protocol (as `evaluate_crops` computes it) and each
     # pair's cosine, which `evaluate_crops` does not return.
-    emb = np.full((len(crops.names), net.dim), np.nan, dtype=np.float32)
-    rows = np.flatnonzero(crops.found)
-    for i in range(0, len(rows), 128):
-        chunk = rows[i:i + 128]
-        emb[chunk] = net.embed(from_uint8(crops.crops[chunk]).to(device)).float().cpu().numpy()
+    emb = crop_embeddings(load_recognizer(run, device), crops)
     r = verification_result(f"{mode}: {run}", crops.face, emb, crops.names, crops.pairs)
     index = {n: i for i, n in enumerate(crops.names)}
     a = np.array([index[n] for n in crops.pairs.first])

@@ -41,7 +41,7 @@ from facelatent.io import load_npz, save_npz
 from facelatent.recognition.checkpoint import Recognizer, load_recognizer
 from facelatent.runtime import keep_freed_memory
 
-__all__ = ["CROP_CACHE_FORMAT", "PRETRAINED", "PUBLISHED", "LfwCrops", "evaluate_crops",
+__all__ = ["CROP_CACHE_FORMAT", "PRETRAINED", "PUBLISHED", "LfwCrops", "crop_embeddings", "evaluate_crops",
            "evaluate_lfw", "lfw_crops"]
 
 CROP_CACHE_FORMAT = "facelatent.lfw_crops"
@@ -110,10 +110,9 @@ def lfw_crops(lfw: str | Path, *, folds: Sequence[int] | None = None, face: str 
 
 
 @torch.no_grad()
-def evaluate_crops(recognizer: Recognizer, crops: LfwCrops, *, name: str = "checkpoint",
-                   batch_size: int = 128) -> VerificationResult:
-    """LFW's protocol for ``recognizer`` on prepared ``crops`` (see the module docstring)."""
-    start = time.perf_counter()
+def crop_embeddings(recognizer: Recognizer, crops: LfwCrops, batch_size: int = 128) -> np.ndarray:
+    """``[len(crops.names), dim]`` float32 embeddings of the crops, NaN rows where no face was
+    found (``crops.found`` False)."""
     device = next(recognizer.parameters()).device
     if device.type == "cpu":
         keep_freed_memory()      # reuse activation memory, not page-fault it in per batch
@@ -123,6 +122,14 @@ def evaluate_crops(recognizer: Recognizer, crops: LfwCrops, *, name: str = "chec
         chunk = rows[i:i + batch_size]
         x = from_uint8(crops.crops[chunk]).to(device)
         embeddings[chunk] = recognizer.embed(x, batch_size).float().cpu().numpy()
+    return embeddings
+
+
+def evaluate_crops(recognizer: Recognizer, crops: LfwCrops, *, name: str = "checkpoint",
+                   batch_size: int = 128) -> VerificationResult:
+    """LFW's protocol for ``recognizer`` on prepared ``crops`` (see the module docstring)."""
+    start = time.perf_counter()
+    embeddings = crop_embeddings(recognizer, crops, batch_size)
     seconds = crops.seconds + time.perf_counter() - start
     return verification_result(name, crops.face, embeddings, crops.names, crops.pairs,
                                seconds=seconds, cached=crops.cached)
