@@ -75,9 +75,6 @@ def _notes(result: Any, settings: Any, train: Any) -> list[str]:
          "years, probability). Seconds: the shards' own build time, the training epochs, the "
          "LFW embedding."),
     ]
-    if settings.both_sides and "random" in result.modes:
-        notes.append("random with both sides: a random direction has no side, so the second "
-                     "class of a reference is another draw around the same face.")
     return notes
 
 
