@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,36 @@ def test_outputs_hold_the_table_the_det_curves_and_the_verdict(done: Any) -> Non
     html = (out / "comparison.html").read_text()
     assert html.count("data:image/png;base64,") == 1 and "DET curves on LFW" in html
     assert "LFW accuracy per fold" in html
+
+
+def test_the_dataset_report_carries_the_comparison(done: Any, setup: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    from facelatent.datasets.report import build_quality_report
+    from facelatent.recognition.compare_report import comparison_sections
+
+    out = Path(done.out)
+    summary = build_quality_report(out / "datasets" / "varied", tmp_path / "r.html",
+                                   baseline=out / "datasets" / "paper", comparison=out)
+    assert summary["comparison"] == str(out)
+    html = (tmp_path / "r.html").read_text()
+    # The datasets' own figures (histograms, DET, two crop grids) and the LFW DET curve.
+    assert html.count("data:image/png;base64,") == 5
+    assert 'id="fr-table"' in html and 'id="fr-det"' in html and 'id="fr-folds"' in html
+    assert html.index('id="fr-table"') < html.index('id="manifest"')
+    acc = done.modes["varied"]["lfw"]
+    assert f"{100 * acc['accuracy']:.2f} ± {100 * acc['std']:.2f} %" in html
+    assert escape(done.verdict["text"]) in html
+    assert [k for k, _, _ in comparison_sections(out)] == ["fr-table", "fr-det", "fr-folds",
+                                                           "fr-spread"]
+    # A folder that is not a finished comparison: one line, and no report written.
+    with pytest.raises(FileNotFoundError, match="no comparison.json"):
+        build_quality_report(out / "datasets" / "varied", tmp_path / "r2.html",
+                             comparison=out / "datasets")
+    assert not (tmp_path / "r2.html").exists()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "comparison.json").write_text('{"format": "something else"}')
+    with pytest.raises(Exception, match="expected an fr compare result"):
+        comparison_sections(tmp_path / "bad")
 
 
 def test_a_rerun_reads_every_finished_stage(done: Any, setup: dict[str, Any]) -> None:

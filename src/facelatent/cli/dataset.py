@@ -1,7 +1,7 @@
 """`facelatent dataset build|report` (ExFaceGAN).
 
     facelatent dataset build --identities runs/ffhq/identities --per-identity 50 --out data/synth
-    facelatent dataset report data/synth [--baseline data/synth-random] [--lfw LFW] --out r.html
+    facelatent dataset report data/synth [--baseline data/synth-random] [--lfw LFW] [--comparison DIR] --out r.html
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--lfw", default=None, metavar="DIR",
                    help="LFW folder (pairs.txt and images): its own intra-class spread, scored "
                         "by the same models, beside the datasets' (cached in the user cache)")
+    p.add_argument("--comparison", default=None, metavar="DIR",
+                   help="the --out folder of a finished `fr compare`: its table, verdict and "
+                        "LFW DET curves become sections of the report")
     p.add_argument("--out", default=None, help="HTML file (default: DATASET/report.html)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_report)
@@ -110,7 +113,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path(args.dataset) / "report.html"
     summary = build_quality_report(args.dataset, out, baseline=args.baseline, model=args.model,
-                                   lfw=args.lfw)
+                                   lfw=args.lfw, comparison=args.comparison)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:

@@ -275,7 +275,8 @@ def _facts_section(measured: Sequence[Measured]) -> str:
 def build_quality_report(dataset: str | Path, out: str | Path, *, baseline: str | Path | None = None,
                          model: str | None = None, grid_identities: int = 8, grid_images: int = 8,
                          max_impostor: int = 2_000_000, seed: int = 0,
-                         lfw: str | Path | Mapping[str, Any] | None = None) -> dict[str, Any]:
+                         lfw: str | Path | Mapping[str, Any] | None = None,
+                         comparison: str | Path | None = None) -> dict[str, Any]:
     """Write the quality report of the dataset folder `dataset` (beside `baseline` when given) to
     the HTML file `out`; returns the summary: {"report", "model", "model_reason", "dataset",
     "baseline"} with each dataset's `dataset_quality` dict (baseline None when not given).
@@ -285,8 +286,15 @@ def build_quality_report(dataset: str | Path, out: str | Path, *, baseline: str 
     grid_identities x grid_images: the crops shown per dataset. max_impostor and seed: the
     impostor pair sampling of `verification_scores`. lfw: LFW's folder (its spread measured by
     `facelatent.datasets.lfw.lfw_spread`, cached) or that function's `as_dict()`, shown beside
-    the datasets' intra-class spread and returned as "lfw".
+    the datasets' intra-class spread and returned as "lfw". comparison: the folder of a finished
+    `facelatent fr compare` whose table, verdict, LFW DET curves and per-fold accuracies become
+    sections of the report (see `facelatent.recognition.compare_report.comparison_sections`).
     """
+    extra: list[tuple[str, str, str]] = []
+    if comparison is not None:        # read first: a wrong folder fails before any measuring
+        from facelatent.recognition.compare_report import comparison_sections
+
+        extra = comparison_sections(comparison)
     table = read_dataset(dataset)
     if lfw is not None and not isinstance(lfw, Mapping):
         from facelatent.datasets.lfw import lfw_spread
@@ -312,10 +320,12 @@ def build_quality_report(dataset: str | Path, out: str | Path, *, baseline: str 
                 ("spread", "Intra-class spread", _spread_section(measured, lfw)),
                 ("crops", "Crops", _grids_section(measured, grid_identities, grid_images)),
                 ("manifest", "Manifest facts", _facts_section(measured))]
+    sections[-1:-1] = extra
     title = f"facelatent dataset quality: {measured[0].table.path.name}"
     if baseline is not None:
         title += f" vs {measured[1].table.path.name}"
     write_page(out, title, sections)
     return {"report": str(out), "model": model, "model_reason": why, "dataset": measured[0].quality,
             "baseline": measured[1].quality if baseline is not None else None,
-            "lfw": None if lfw is None else dict(lfw)}
+            "lfw": None if lfw is None else dict(lfw),
+            "comparison": None if comparison is None else str(comparison)}

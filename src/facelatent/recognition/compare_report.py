@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from facelatent.evaluation.report import _e, _img, _table, write_page
-from facelatent.io import atomic_path, write_json
+from facelatent.io import atomic_path, read_json, write_json
 
-__all__ = ["det_png", "table_rows", "write_outputs"]
+__all__ = ["comparison_sections", "det_png", "table_rows", "write_outputs"]
 
 COLORS = {"paper": "tab:blue", "code": "tab:orange", "random": "tab:gray", "varied": "tab:green"}
 SPREADS = (("yaw", "{:.2f}"), ("pitch", "{:.2f}"), ("age", "{:.2f}"),
@@ -178,3 +178,33 @@ def write_outputs(result: Any, settings: Any, train: Any, key: Mapping[str, Any]
     write_page(root / "comparison.html", f"facelatent: sampling modes on LFW ({root.name})",
                _html(result, settings, train))
     return files
+
+
+RESULT_FORMAT = "facelatent.fr-comparison.result"
+
+
+def comparison_sections(folder: str | Path) -> list[tuple[str, str, str]]:
+    """The sections of ``comparison.html`` (table and verdict, DET curves, accuracy per fold,
+    spreads) for another page, read back from a finished comparison folder: how
+    `facelatent dataset report --comparison DIR` puts the LFW comparison into a dataset's
+    report. A folder without its ``comparison.json`` (not run, or not finished) is refused in one
+    line."""
+    from types import SimpleNamespace
+
+    from facelatent.recognition.compare import CompareSettings
+    from facelatent.recognition.settings import TrainSettings
+
+    root = Path(folder)
+    if not (root / "comparison.json").is_file():
+        raise FileNotFoundError(f"{root} holds no comparison.json: give the --out folder of a "
+                                "finished `facelatent fr compare`")
+    data = read_json(root / "comparison.json", format=RESULT_FORMAT, max_version=1,
+                     kind="an fr compare result")
+    settings = dict(data["settings"])
+    settings["modes"] = tuple(settings["modes"])
+    if settings.get("folds") is not None:
+        settings["folds"] = tuple(settings["folds"])
+    result = SimpleNamespace(out=str(root), modes=data["modes"], verdict=data["verdict"])
+    sections = _html(result, CompareSettings(**settings), TrainSettings.from_json(data["train"]))
+    return [(f"fr-{key}", f"Trained on each mode, measured on LFW: {title}", html)
+            for key, title, html in sections]
