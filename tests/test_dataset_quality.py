@@ -247,6 +247,29 @@ def write_dataset(folder: Path, *, label_model: str = "sface", classes: int = 4,
     return folder
 
 
+def test_identity_cost_of_moves_finds_the_move_that_blurs_the_class() -> None:
+    rng = np.random.default_rng(0)
+    classes, per, dim = 40, 12, 32
+    centres = rng.normal(size=(classes, dim))
+    labels = np.repeat(np.arange(classes), per)
+    blur = rng.normal(size=labels.size)            # the move that costs identity
+    harmless = rng.normal(size=labels.size)        # a move the embedding ignores
+    noise = rng.normal(size=(labels.size, dim))
+    emb = centres[labels] + (0.2 + 0.6 * np.abs(blur))[:, None] * noise
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb[3] = np.nan                                 # left out, not fitted as a zero
+    cost = quality.identity_cost_of_moves(emb, labels, {"blur": blur, "harmless": harmless,
+                                                        "constant": np.ones(labels.size)})
+    assert list(cost["per_sd"]) == ["blur", "harmless"]      # a constant move says nothing
+    assert cost["images"] == labels.size - 1
+    b, h = cost["per_sd"]["blur"], cost["per_sd"]["harmless"]
+    assert b["slope"] < -10 * b["se"] and abs(h["slope"]) < 3 * h["se"]
+    assert 0 < cost["r2"] <= 1 and cost["intercept"] > 0.5
+    # The same images as a class of one each: nothing to compare with.
+    assert quality.identity_cost_of_moves(emb, np.arange(labels.size), {"blur": blur}) is None
+    assert quality.identity_cost_of_moves(emb, labels, {}) is None
+
+
 def test_read_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = write_dataset(tmp_path / "ds")
     asked: list[list[str]] = []

@@ -240,6 +240,15 @@ def test_varied_dataset_records_strengths_and_keeps_the_identity_side(tmp_path: 
     assert manifest["variation"]["names"] == ["yaw", "age"]
     assert manifest["variation"]["strength_std_median"]["yaw"] > 0
     assert manifest["attributes"]["names"] == ["yaw", "age"]          # the resume key's part
+    # The quality report reads the steps back and fits what each costs the class.
+    from facelatent.datasets.quality import dataset_quality, read_dataset
+
+    table = read_dataset(tmp_path / "v")
+    assert set(table.strengths) == {"yaw", "age"} and table.offset is not None
+    np.testing.assert_allclose(table.strengths["yaw"], v["strength_yaw"][v["face"]], rtol=1e-6)
+    cost = dataset_quality(table, "dlib")["identity_cost_of_moves"]
+    assert list(cost["per_sd"]) == ["yaw", "age", "identity offset"]
+    assert dataset_quality(read_dataset(tmp_path / "p"), "dlib").get("identity_cost_of_moves") is None
     assert build_dataset(tmp_path / "v", ids, varied, models=tiny_models).action == "complete"
     # Deterministic: a second build writes the same rows; a resume with other directions fails.
     build_dataset(tmp_path / "v2", ids, varied, models=tiny_models)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,9 +29,8 @@ import numpy as np
 from facelatent.io import read_json
 
 __all__ = ["DatasetTable", "OperatingPoint", "attribute_spreads", "dataset_quality", "det_curve",
-           "eer", "fnmr_at_fmr", "identity_collisions", "identity_kept", "intra_class_spread",
-           "measuring_model",
-           "read_dataset", "verification_scores"]
+           "eer", "fnmr_at_fmr", "identity_collisions", "identity_cost_of_moves", "identity_kept",
+           "intra_class_spread", "measuring_model", "read_dataset", "verification_scores"]
 
 # float64 entries of one block of a similarity matrix (32 MB): blocks keep N = 20,000 images
 # (an N x N matrix would take 3.2 GB) within a small, fixed memory budget.
@@ -274,6 +273,52 @@ def attribute_spreads(attributes: Mapping[str, np.ndarray], labels: np.ndarray) 
     return {n: intra_class_spread(attributes[n], labels) for n in names}
 
 
+def identity_cost_of_moves(embeddings: np.ndarray, labels: np.ndarray,
+                           moves: Mapping[str, np.ndarray]) -> dict[str, Any] | None:
+    """How much identity each kind of move costs: a least-squares fit of every image's mean
+    cosine to the other images of its class against the size of its moves, |move| / (the
+    move's std over the dataset) per name, with an intercept; the varied mode's attribute
+    steps ("strength_<name>" columns) and the offset along the identity normal.
+
+    embeddings [N, D] unit rows (non-finite rows left out), labels [N], moves: name -> [N].
+    Returns {"per_sd": {name: {"slope", "se"}}, "intercept", "images", "r2"}: slope = change
+    of the mean genuine cosine per sd of that move, holding the others (negative: that move
+    blurs the class), se its standard error. None with fewer images than terms + 2 or no move.
+    """
+    emb = np.asarray(embeddings, dtype=np.float64)
+    y_lab = _labels(labels, emb.shape[0])
+    cols = {n: np.abs(np.asarray(v, dtype=np.float64)) for n, v in moves.items()}
+    keep = np.isfinite(emb).all(axis=1)
+    for v in cols.values():
+        keep &= np.isfinite(v)
+    names = [n for n, v in cols.items() if np.std(v[keep]) > 0] if keep.any() else []
+    emb, y_lab = emb[keep], y_lab[keep]
+    sim = np.full(len(emb), np.nan)
+    for c in np.unique(y_lab):
+        idx = np.flatnonzero(y_lab == c)
+        if idx.size < 2:
+            continue
+        e = emb[idx]
+        s = e @ e.T
+        sim[idx] = (s.sum(axis=1) - np.diag(s)) / (idx.size - 1)
+    ok = np.isfinite(sim)
+    if not names or ok.sum() < len(names) + 3:
+        return None
+    X = np.column_stack([cols[n][keep][ok] / np.std(cols[n][keep][ok]) for n in names]
+                        + [np.ones(int(ok.sum()))])
+    y = sim[ok]
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    dof = max(1, y.size - X.shape[1])
+    cov = (resid @ resid / dof) * np.linalg.pinv(X.T @ X)
+    se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    total = float(((y - y.mean()) ** 2).sum())
+    return {"per_sd": {n: {"slope": float(coef[i]), "se": float(se[i])}
+                       for i, n in enumerate(names)},
+            "intercept": float(coef[-1]), "images": int(y.size),
+            "r2": float(1 - resid @ resid / total) if total > 0 else math.nan}
+
+
 # -- reading --------------------------------------------------------------------------------------
 REQUIRED_COLUMNS = ("identity", "sample", "face", "path")
 NOT_ATTRIBUTES = ("offset", "offset_norm", "max_off_raw")  # float columns of geometry, not scores
@@ -296,6 +341,10 @@ class DatasetTable:
     offset_norm: np.ndarray             # [N] float64 (NaN when the column is absent)
     side: np.ndarray                    # [N] object (str): "same" / "other" ("" when absent)
     row_labels: np.ndarray              # [R] int64 identity of every row, with a face or not
+    # The varied mode's attribute steps ("strength_<name>", latent units) and every image's signed
+    # offset along its identity normal ("offset"); empty / None when the columns are absent.
+    strengths: dict[str, np.ndarray] = field(default_factory=dict)
+    offset: np.ndarray | None = None
 
     def embedding(self, model: str) -> np.ndarray:
         """[N, D] float32 embeddings of `model` ("sface" or "dlib"); unit length where finite."""
@@ -414,7 +463,11 @@ def read_dataset(path: str | Path, *, models: Sequence[str] | None = None) -> Da
         attributes=attributes,
         offset_norm=(np.asarray(table.column("offset_norm").to_numpy(), dtype=np.float64)
                      if "offset_norm" in names else np.full(n, np.nan)),
-        side=text("side"), row_labels=row_labels)
+        side=text("side"), row_labels=row_labels,
+        strengths={c[len("strength_"):]: np.asarray(table.column(c).to_numpy(), dtype=np.float64)
+                   for c in names if c.startswith("strength_") and pa.types.is_floating(fields[c])},
+        offset=(np.asarray(table.column("offset").to_numpy(), dtype=np.float64)
+                if "offset" in names else None))
     for m in models or ():
         out.embedding(m)
     return out
@@ -502,6 +555,12 @@ def dataset_quality(table: DatasetTable, model: str, *, max_impostor: int = 2_00
         p = fnmr_at_fmr(genuine, impostor, fmr)
         q["fnmr_at_fmr"][f"{fmr:g}"] = {"fnmr": p.fnmr, "threshold": p.threshold, "resolved": p.resolved}
     q["identity_kept"] = identity_kept(genuine, impostor, model)
+    if table.strengths:              # the varied mode: which move costs the class most
+        moves = dict(table.strengths)
+        if table.offset is not None:
+            moves["identity offset"] = table.offset
+        q["identity_cost_of_moves"] = identity_cost_of_moves(emb[ok], labels,
+                                                             {k: v[ok] for k, v in moves.items()})
     thr = q["fnmr_at_fmr"]["0.001"]["threshold"]
     found = identity_collisions(emb[ok], labels, thr)
     q["collisions"] = {"threshold": thr, "fmr": 1e-3, "count": len(found),

@@ -6,7 +6,9 @@ Sections: the verification metrics of both datasets side by side (EER, FNMR at F
 1e-2, genuine and impostor score statistics, identity collisions), their genuine and impostor
 score histograms in one figure, their DET curves, the intra-class spread of every attribute
 (beside LFW's own when its folder is given), the share of pairs the measuring recogniser takes
-for one person at its LFW-calibrated threshold, a grid of crops of each, and the manifest facts (sampling mode, offsets, label model, counts).
+for one person at its LFW-calibrated threshold, for a varied dataset how much identity each kind
+of move costs, a grid of crops of each, with ``comparison`` an `fr compare`'s LFW table, verdict
+and DET curves, and the manifest facts (sampling mode, offsets, label model, counts).
 Both datasets are measured with one recogniser, the one that did not label the dataset's
 identity boundaries (see `facelatent.datasets.quality.measuring_model`). Like
 `facelatent.evaluation.report`, CSS is inline and every image is a base64 `data:` URI.
@@ -227,6 +229,24 @@ def _spread_section(measured: Sequence[Measured], lfw: Mapping[str, Any] | None 
             + _e(note) + "</p>")
 
 
+def _moves_section(measured: Sequence[Measured]) -> str:
+    parts = []
+    for m in measured:
+        cost = m.quality.get("identity_cost_of_moves")
+        if not cost:
+            continue
+        rows = [[_e(n), f"{c['slope']:+.4f}", f"{c['se']:.4f}"] for n, c in cost["per_sd"].items()]
+        parts.append(f"<h3>{_e(m.label)}</h3>" + _table(
+            ["move", "change of genuine cosine per sd of the move", "standard error"], rows,
+            numeric=(1, 2)) + f"<p class='note'>{cost['images']} images, intercept "
+            f"{cost['intercept']:.4f} (the cosine of an unmoved image), R² {cost['r2']:.3f}.</p>")
+    return "".join(parts) + (
+        "<p class='note'>A least-squares fit of each image's mean cosine to the other images of its "
+        "class against the size of each of its moves (|step| / the step's std over the dataset, "
+        "all moves at once, with an intercept), measured with the same recogniser. Negative: that "
+        "move blurs the class; the largest ones are where a smaller --attribute-scale pays.</p>")
+
+
 def _grids_section(measured: Sequence[Measured], identities: int, images: int) -> str:
     parts = []
     for m in measured:
@@ -320,6 +340,8 @@ def build_quality_report(dataset: str | Path, out: str | Path, *, baseline: str 
                 ("spread", "Intra-class spread", _spread_section(measured, lfw)),
                 ("crops", "Crops", _grids_section(measured, grid_identities, grid_images)),
                 ("manifest", "Manifest facts", _facts_section(measured))]
+    if any(m.quality.get("identity_cost_of_moves") for m in measured):
+        sections.insert(4, ("moves", "Identity cost of each move", _moves_section(measured)))
     sections[-1:-1] = extra
     title = f"facelatent dataset quality: {measured[0].table.path.name}"
     if baseline is not None:
