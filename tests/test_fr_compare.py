@@ -28,6 +28,7 @@ from facelatent.recognition.compare import (
     compare_modes,
     matched_code_max_off,
     pair_rates,
+    tar_by_bins,
     verdict,
 )
 from facelatent.runs import ResumeMismatchError
@@ -205,6 +206,24 @@ def test_pair_rates_count_missing_faces_as_rejected() -> None:
     assert 0.5 < r["tar_at_far"]["0.01"]["threshold"] <= 0.7
     assert r["eer"] == pytest.approx(0.25)
     assert matched_code_max_off(6.0) == 9.57
+
+
+def test_tar_by_bins_counts_genuine_pairs_per_bin_at_one_threshold() -> None:
+    # 10 impostors 0.0 .. 0.9: FAR 0.1 accepts one, so the threshold is 0.9.
+    impostor = np.arange(10) / 10
+    genuine = np.array([0.95, 0.95, 0.5, np.nan, 0.95, 0.2, 0.99])
+    key = np.array([1.0, 2.0, 3.0, 4.0, 15.0, 25.0, np.nan])
+    cos = np.concatenate([genuine, impostor])
+    same = np.arange(cos.size) < genuine.size
+    r = tar_by_bins(cos, same, np.concatenate([key, np.full(10, np.nan)]), [0, 10, 20, 30], 0.1)
+    assert r["threshold"] == pytest.approx(0.9) and r["outside"] == 1     # the NaN key
+    # A NaN cosine (face not found) counts as rejected, in its bin.
+    assert [(b["pairs"], b["tar"]) for b in r["bins"]] == [(4, 0.5), (1, 1.0), (1, 0.0)]
+    assert tar_by_bins(cos, same, np.zeros(cos.size), [5, 10])["bins"][0]["tar"] is None
+    with pytest.raises(ValueError, match="increasing"):
+        tar_by_bins(cos, same, np.zeros(cos.size), [10, 5])
+    with pytest.raises(ValueError, match="key must be"):
+        tar_by_bins(cos, same, np.zeros(3), [0, 1])
 
 
 def test_verdict_needs_the_bands_apart() -> None:

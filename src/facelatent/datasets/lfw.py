@@ -33,7 +33,8 @@ from facelatent.datasets.quality import attribute_spreads
 from facelatent.datasets.shard import DATASET_ATTRIBUTES
 from facelatent.io import jsonable, load_npz, save_npz
 
-__all__ = ["CACHE_FORMAT", "CACHE_NAME", "LfwSpread", "lfw_people", "lfw_spread"]
+__all__ = ["CACHE_FORMAT", "CACHE_NAME", "LfwScores", "LfwSpread", "lfw_people", "lfw_scores",
+           "lfw_spread"]
 
 CACHE_FORMAT = "facelatent.lfw_attribute_scores"
 CACHE_NAME = "lfw-attribute-scores.npz"
@@ -120,6 +121,48 @@ def _write_cache(path: Path, held: dict[str, np.ndarray], fingerprint: str) -> N
              format=CACHE_FORMAT, version=1, compressed=True)
 
 
+class LfwScores(dict):
+    """path -> [A] float32 scores in `DATASET_ATTRIBUTES` order (NaN: no face), and how many of
+    them this call scored (the rest came from the cache)."""
+
+    scored: int = 0
+
+
+def _cache_file(cache: str | Path | None) -> Path:
+    from facelatent.weights import cache_root
+
+    return (Path(cache) if cache is not None else cache_root()) / CACHE_NAME
+
+
+def lfw_scores(images: str | Path, paths: Sequence[str], *, cache: str | Path | None = None,
+               use_cache: bool = True, analyzer: Any = None, device: str = "cpu",
+               batch_size: int = 32, progress: ProgressFn | None = None) -> LfwScores:
+    """The dataset scores (yaw, pitch, expression, age, ...) of LFW photos: ``paths`` relative
+    to the image folder ``images`` ("Name/Name_0001.jpg"), the largest face of each, read from
+    the cache where it has them and scored (and cached, in blocks) where it does not. Arguments
+    as `lfw_spread`. ``DATASET_ATTRIBUTES.index(name)`` picks a score."""
+    images = Path(images)
+    cache_file = _cache_file(cache) if use_cache else None
+    fingerprint = _fingerprint()
+    held = _read_cache(cache_file, fingerprint)
+    todo = list(dict.fromkeys(p for p in paths if p not in held))
+    if todo:
+        from facelatent.faces.analysis import FaceAnalyzer
+
+        analyzer = analyzer or FaceAnalyzer(device, batch_size)
+        # In blocks, each saved as it is done: an interrupted run keeps what it scored.
+        for start in range(0, len(todo), SAVE_EVERY):
+            block = todo[start:start + SAVE_EVERY]
+            done = None if progress is None else _offset(progress, start, len(todo))
+            held.update(zip(block, _score([images / p for p in block], analyzer, batch_size,
+                                          done)))
+            if cache_file is not None:
+                _write_cache(cache_file, held, fingerprint)
+    out = LfwScores((p, held[p]) for p in paths)
+    out.scored = len(todo)
+    return out
+
+
 def lfw_spread(lfw: str | Path, *, people: int | None = None, cache: str | Path | None = None,
                use_cache: bool = True, analyzer: Any = None, device: str = "cpu",
                batch_size: int = 32, progress: ProgressFn | None = None) -> LfwSpread:
@@ -144,29 +187,12 @@ def lfw_spread(lfw: str | Path, *, people: int | None = None, cache: str | Path 
         names = [names[int(i)] for i in keep]
     paths = [p for n in names for p in groups[n]]
     labels = np.array([names.index(p.split("/")[0]) for p in paths])
-    cache_file = None
-    if use_cache:
-        from facelatent.weights import cache_root
-
-        cache_file = (Path(cache) if cache is not None else cache_root()) / CACHE_NAME
-    fingerprint = _fingerprint()
-    held = _read_cache(cache_file, fingerprint)
-    todo = [p for p in paths if p not in held]
-    if todo:
-        from facelatent.faces.analysis import FaceAnalyzer
-
-        analyzer = analyzer or FaceAnalyzer(device, batch_size)
-        # In blocks, each saved as it is done: an interrupted run keeps what it scored.
-        for start in range(0, len(todo), SAVE_EVERY):
-            block = todo[start:start + SAVE_EVERY]
-            done = None if progress is None else _offset(progress, start, len(todo))
-            held.update(zip(block, _score([images / p for p in block], analyzer, batch_size,
-                                          done)))
-            if cache_file is not None:
-                _write_cache(cache_file, held, fingerprint)
+    held = lfw_scores(images, paths, cache=cache, use_cache=use_cache, analyzer=analyzer,
+                      device=device, batch_size=batch_size, progress=progress)
+    cache_file = _cache_file(cache) if use_cache else None
     table = np.stack([held[p] for p in paths]) if paths else np.zeros((0, len(DATASET_ATTRIBUTES)))
     found = np.isfinite(table).any(axis=1)
     spreads = attribute_spreads({a: table[:, k] for k, a in enumerate(DATASET_ATTRIBUTES)}, labels)
     return LfwSpread(spreads, len(names), len(paths), int(found.sum()),
-                     time.perf_counter() - start, len(todo),
+                     time.perf_counter() - start, held.scored,
                      None if cache_file is None else str(cache_file))

@@ -42,9 +42,10 @@ do not overlap); the folds A wins are reported beside it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from facelatent.recognition.settings import TrainSettings
 from facelatent.runs.sharded import Progress, check_resume
 
 __all__ = ["FAILED_SCORE", "STAGES", "CompareSettings", "Comparison", "compare_modes",
-           "matched_code_max_off", "pair_rates", "verdict"]
+           "matched_code_max_off", "pair_rates", "tar_by_bins", "verdict"]
 
 FORMAT = "facelatent.fr-comparison"
 STAGES = ("dataset", "train", "lfw")
@@ -361,6 +362,34 @@ def pair_rates(cosines: np.ndarray, same: np.ndarray) -> dict[str, Any]:
                            "resolved": p.resolved}
     return {"eer": rate, "eer_threshold": threshold, "tar_at_far": tar,
             "genuine_pairs": int(genuine.size), "impostor_pairs": int(impostor.size)}
+
+
+def tar_by_bins(cosines: np.ndarray, same: np.ndarray, key: np.ndarray,
+                edges: Sequence[float], far: float = 0.1) -> dict[str, Any]:
+    """Genuine pairs accepted, bin by bin of ``key`` [P] (e.g. the two photos' yaw difference),
+    at the one threshold that accepts ``far`` of all impostor pairs: where a recogniser loses
+    the same person. ``edges``: increasing bin edges, bins [e_i, e_i+1); genuine pairs whose key
+    is NaN or outside go to "outside". Returns {"far", "threshold", "resolved", "bins": [{"low",
+    "high", "pairs", "tar"}], "outside": pairs}; tar is None for an empty bin."""
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
+        raise ValueError(f"edges must be at least two increasing numbers, got {edges.tolist()}")
+    genuine, impostor = _scores(cosines, same)
+    k = np.asarray(key, dtype=np.float64)
+    if k.shape != np.shape(same):
+        raise ValueError(f"key must be [P] like same, got {list(k.shape)}")
+    k = k[np.asarray(same, dtype=bool)]
+    point = fnmr_at_fmr(genuine, impostor, far)
+    accepted = genuine >= point.threshold
+    bins, placed = [], np.zeros(genuine.size, bool)
+    for low, high in itertools.pairwise(edges):
+        inside = (k >= low) & (k < high)
+        placed |= inside
+        n = int(inside.sum())
+        bins.append({"low": float(low), "high": float(high), "pairs": n,
+                     "tar": float(accepted[inside].mean()) if n else None})
+    return {"far": far, "threshold": point.threshold, "resolved": point.resolved, "bins": bins,
+            "outside": int((~placed).sum())}
 
 
 def det_points(stages: Path) -> tuple[np.ndarray, np.ndarray]:
