@@ -340,9 +340,10 @@ def build_quality_report(dataset: str | Path, out: str | Path, *, baseline: str 
                 ("spread", "Intra-class spread", _spread_section(measured, lfw)),
                 ("crops", "Crops", _grids_section(measured, grid_identities, grid_images)),
                 ("manifest", "Manifest facts", _facts_section(measured))]
-    if any(m.quality.get("identity_cost_of_moves") for m in measured):
-        sections.insert(4, ("moves", "Identity cost of each move", _moves_section(measured)))
-    sections[-1:-1] = extra
+    if any(m.quality.get("identity_cost_of_moves") for m in measured):   # after the spread
+        after = [key for key, _, _ in sections].index("spread") + 1
+        sections.insert(after, ("moves", "Identity cost of each move", _moves_section(measured)))
+    sections[-1:-1] = extra                                             # before the manifest
     title = f"facelatent dataset quality: {measured[0].table.path.name}"
     if baseline is not None:
         title += f" vs {measured[1].table.path.name}"

@@ -60,7 +60,8 @@ from facelatent.recognition.settings import TrainSettings
 from facelatent.runs.sharded import Progress, check_resume
 
 __all__ = ["FAILED_SCORE", "STAGES", "CompareSettings", "Comparison", "compare_modes",
-           "matched_code_max_off", "pair_rates", "tar_by_bins", "verdict"]
+           "matched_code_max_off", "operating_points", "pair_rates", "tar_by_bins",
+           "verdict"]
 
 FORMAT = "facelatent.fr-comparison"
 STAGES = ("dataset", "train", "lfw")
@@ -353,7 +354,12 @@ def pair_rates(cosines: np.ndarray, same: np.ndarray) -> dict[str, Any]:
     face was not found: such a pair is rejected at every threshold), ``same`` [P] bool. A FAR
     is "resolved" when at least 10 / FAR impostor pairs measure it: LFW's 3,000 resolve 1e-2
     (30 accepted) but not 1e-3 (3 accepted)."""
-    genuine, impostor = _scores(cosines, same)
+    return operating_points(*_scores(cosines, same))
+
+
+def operating_points(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
+    """EER (and its threshold) and TAR at each of `FARS` of genuine [G] and impostor [I]
+    scores, with the pair counts; what `pair_rates` and `fr evaluate-dataset` report."""
     rate, threshold = eer(genuine, impostor)
     tar = {}
     for far in FARS:

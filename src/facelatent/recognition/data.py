@@ -24,7 +24,7 @@ from facelatent.images import load_rgb
 from facelatent.recognition.model import CROP_SIZE
 from facelatent.recognition.settings import Augmentation
 
-__all__ = ["TrainingSet", "augment", "load_training_set"]
+__all__ = ["TrainingSet", "augment", "load_training_set", "read_crops"]
 
 
 @dataclass
@@ -44,6 +44,36 @@ class TrainingSet:
         move; its content may not change)."""
         return {"images": len(self.labels), "classes": len(self.classes),
                 "content": self.digest}
+
+
+def read_crops(table: Any, rows: np.ndarray | None = None,
+               progress: Callable[[int, int], None] | None = None) -> tuple[Tensor, str]:
+    """The 112x112 crops of ``rows`` (indices into ``table.labels``; None: all) of a
+    `read_dataset` table, as ``[N, 3, 112, 112]`` uint8 RGB, and the sha256 of every crop's
+    class, path and size. ValueError (one line) for a path outside the dataset folder or a crop
+    of another size."""
+    folder = table.path
+    root = Path(folder).resolve()
+    rows = np.arange(len(table.labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+    images = torch.empty((len(rows), 3, CROP_SIZE, CROP_SIZE), dtype=torch.uint8)
+    digest = hashlib.sha256()
+    for k, i in enumerate(rows):
+        label, relative = table.labels[i], table.paths[i]
+        file = (root / str(relative)).resolve()
+        if not relative or root not in file.parents:
+            raise ValueError(f"{table.source}: row {i} names the crop {relative!r}, which is not "
+                             f"a file inside {folder}")
+        array = load_rgb(file)
+        if array.shape != (CROP_SIZE, CROP_SIZE, 3):
+            raise ValueError(f"{file} is {array.shape[1]}x{array.shape[0]} px; the crops of a "
+                             f"dataset are {CROP_SIZE}x{CROP_SIZE} (ArcFace template)")
+        images[k] = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        digest.update(f"{int(label)} {relative} {file.stat().st_size}\n".encode())
+        if progress is not None and (k + 1) % 256 == 0:
+            progress(k + 1, len(rows))
+    if progress is not None:
+        progress(len(rows), len(rows))
+    return images, digest.hexdigest()
 
 
 def load_training_set(path: str | Path,
@@ -69,28 +99,11 @@ def load_training_set(path: str | Path,
     if len(classes) < 2:
         raise ValueError(f"{folder} has crops of one class only ({int(classes[0])}); a "
                          "recogniser learns to tell classes apart: build more identities")
-    root = folder.resolve()
-    images = torch.empty((len(table.labels), 3, CROP_SIZE, CROP_SIZE), dtype=torch.uint8)
-    digest = hashlib.sha256()
-    for i, (label, relative) in enumerate(zip(table.labels, table.paths)):
-        file = (root / str(relative)).resolve()
-        if not relative or root not in file.parents:
-            raise ValueError(f"{table.source}: row {i} names the crop {relative!r}, which is not "
-                             f"a file inside {folder}")
-        array = load_rgb(file)
-        if array.shape != (CROP_SIZE, CROP_SIZE, 3):
-            raise ValueError(f"{file} is {array.shape[1]}x{array.shape[0]} px; the crops of a "
-                             f"dataset are {CROP_SIZE}x{CROP_SIZE} (ArcFace template)")
-        images[i] = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-        digest.update(f"{int(label)} {relative} {file.stat().st_size}\n".encode())
-        if progress is not None and (i + 1) % 256 == 0:
-            progress(i + 1, len(table.labels))
-    if progress is not None:
-        progress(len(table.labels), len(table.labels))
+    images, digest = read_crops(table, progress=progress)
     labels = torch.from_numpy(np.searchsorted(classes, table.labels)).long()
     return TrainingSet(folder, images, labels, tuple(int(c) for c in classes),
                        skipped=len(table.row_labels) - len(table.labels),
-                       digest=digest.hexdigest())
+                       digest=digest)
 
 
 def augment(images: Tensor, settings: Augmentation, generator: torch.Generator) -> Tensor:

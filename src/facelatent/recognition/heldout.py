@@ -30,53 +30,57 @@ from typing import Any
 
 import numpy as np
 
-from facelatent.datasets.quality import eer, fnmr_at_fmr, verification_scores
+from facelatent.datasets.quality import verification_scores
 
 __all__ = ["PRETRAINED", "evaluate_on_dataset", "identities_of"]
 
 PRETRAINED = ("sface", "dlib")
-FARS = (1e-3, 1e-2)
 
 
 def identities_of(dataset: str | Path) -> dict[int, tuple[int, str]]:
-    """class number -> (reference seed, side) of every class of a dataset folder."""
-    from facelatent.datasets.quality import _read_table
+    """class number -> (reference seed, side) of every class of a dataset folder, read from
+    those columns alone (metadata.parquet, else its parts)."""
+    import pyarrow.parquet as pq
 
-    table, source = _read_table(Path(dataset))
-    names = table.column_names
-    if "reference_seed" not in names:
-        raise ValueError(f"{source} has no reference_seed column; not a `dataset build` output")
-    ids = table.column("identity").to_numpy()
-    seeds = table.column("reference_seed").to_numpy()
-    sides = table.column("side").to_pylist() if "side" in names else [""] * len(ids)
-    return {int(c): (int(s), str(d or "")) for c, s, d in zip(ids, seeds, sides)}
+    folder = Path(dataset)
+    files = ([folder / "metadata.parquet"] if (folder / "metadata.parquet").is_file()
+             else sorted((folder / "parts").glob("shard-*.parquet")))
+    out: dict[int, tuple[int, str]] = {}
+    for f in files:
+        names = pq.read_schema(f).names
+        if "reference_seed" not in names:
+            raise ValueError(f"{f} has no reference_seed column; not a `dataset build` output")
+        t = pq.read_table(f, columns=["identity", "reference_seed"]
+                          + (["side"] if "side" in names else []))
+        sides = t.column("side").to_pylist() if "side" in names else [""] * t.num_rows
+        out.update((int(c), (int(r), str(d or ""))) for c, r, d in
+                   zip(t.column("identity").to_pylist(), t.column("reference_seed").to_pylist(),
+                       sides))
+    return out
 
 
 def _rates(emb: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    from facelatent.recognition.compare import operating_points
+
     genuine, impostor = verification_scores(emb, labels)
     if genuine.size == 0 or impostor.size == 0:
         raise ValueError("no genuine or no impostor pairs: the chosen classes need at least two "
                          "classes with two crops each")
-    rate, threshold = eer(genuine, impostor)
-    tar = {}
-    for far in FARS:
-        p = fnmr_at_fmr(genuine, impostor, far)
-        tar[f"{far:g}"] = {"tar": 1.0 - p.fnmr, "threshold": p.threshold, "resolved": p.resolved}
-    return {"eer": rate, "eer_threshold": threshold, "tar_at_far": tar,
-            "genuine_pairs": int(genuine.size), "impostor_pairs": int(impostor.size),
-            "genuine_mean": float(genuine.mean()), "impostor_mean": float(impostor.mean())}
+    return {**operating_points(genuine, impostor), "genuine_mean": float(genuine.mean()),
+            "impostor_mean": float(impostor.mean())}
 
 
-def _embed(model: str, folder: Path, keep: np.ndarray, device: str, batch_size: int,
+def _embed(model: str, table: Any, keep: np.ndarray, device: str, batch_size: int,
            flip: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """The trained recogniser's embeddings of the crops of ``table``'s rows ``keep`` (only
+    those are read), and its config."""
     import torch
 
     from facelatent.recognition.checkpoint import load_recognizer, read_config
-    from facelatent.recognition.data import load_training_set
+    from facelatent.recognition.data import read_crops
 
     recognizer = load_recognizer(model, device=device, flip=flip)
-    data = load_training_set(folder)
-    images = data.images[torch.from_numpy(np.flatnonzero(keep))]
+    images, _ = read_crops(table, np.flatnonzero(keep))
     out = np.empty((len(images), recognizer.dim), np.float32)
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
@@ -130,7 +134,7 @@ def evaluate_on_dataset(model: str | Path, dataset: str | Path, *,
     if str(model) in PRETRAINED:
         emb = table.embedding(str(model))[keep]
     else:
-        emb, config = _embed(str(model), folder, keep, device, batch_size, flip)
+        emb, config = _embed(str(model), table, keep, device, batch_size, flip)
     norms = np.linalg.norm(emb, axis=1)
     ok = np.isfinite(norms)                        # NaN: no face found, no embedding
     emb = emb[ok] / np.maximum(norms[ok, None], 1e-12)   # a zero vector matches nothing
